@@ -1,0 +1,42 @@
+"""The ``aisetl`` command: one entry point, one module per verb."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from aisetl.cli import serve
+
+#: Verb modules; each has ``register(subparsers)`` and sets ``handler`` on its parser.
+VERBS = [serve]
+
+
+class CommandError(Exception):
+    """A user error: printed as one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every verb."""
+    parser = argparse.ArgumentParser(
+        prog="aisetl",
+        description="Build, test and run AIStore ETL transformation servers, with or without a cluster.",
+    )
+    subparsers = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    for verb in VERBS:
+        verb.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``aisetl`` command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except CommandError as exc:
+        print(f"aisetl {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code

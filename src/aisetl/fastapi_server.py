@@ -1,0 +1,391 @@
+"""Adapter: FastAPI / ASGI, served by uvicorn, with the WebSocket transport.
+
+``.app`` is a real :class:`fastapi.FastAPI`: users may add routes and middleware. Requests
+that no user route claims go to a raw ASGI handler (the protocol's catch-all). When the app
+has no user routes or middleware, that handler is called directly, skipping FastAPI's routing.
+Synchronous transforms run on a thread pool, never on the event loop, so ``/health`` and the
+other requests of the worker stay responsive while a transform computes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+from collections.abc import Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from aisetl.config import WS_ERRORS_CLOSE
+from aisetl.flow import TEXT_PLAIN, Flow, ObjectRequest, Reply, WsMessage
+from aisetl.protocol import DEFAULT_PORT, HEALTH_BODY, HEALTH_PATH, WS_PATH
+from aisetl.server import ETLServer
+from aisetl.sources import BodyTooLarge, ClientGone, Failure
+from aisetl.workers import bind_socket, run_workers
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+WS_MAX_MESSAGE = 16 * 1024**3  # the target reads messages up to 16 GiB
+_OBJECT_METHODS = ("GET", "PUT")
+_HEALTH_HEADERS = [(b"content-type", TEXT_PLAIN.encode()), (b"content-length", b"7")]
+
+
+class FastAPIServer(ETLServer):
+    """ETL server on FastAPI (ASGI), served by uvicorn; speaks hpush, hpull and WebSocket."""
+
+    def __init__(self, host: str = "0.0.0.0", port: int = DEFAULT_PORT) -> None:
+        super().__init__()
+        self.host = host
+        self.port = port
+        self.app: FastAPI = ETLApp(self)
+
+    def uvicorn_config(self) -> uvicorn.Config:
+        """uvicorn settings for the target's traffic (keep-alive, 16 GiB ws messages, no pings)."""
+        s = self.settings
+        return uvicorn.Config(
+            self.app,
+            host=self.host,
+            port=self.port,
+            ws_max_size=WS_MAX_MESSAGE,
+            ws_ping_interval=None,
+            ws_ping_timeout=None,
+            ws_per_message_deflate=False,
+            timeout_keep_alive=int(s.keepalive_timeout),
+            timeout_graceful_shutdown=int(s.grace_period) or None,
+            backlog=2048,
+            access_log=False,
+            server_header=False,
+            log_level="info",
+        )
+
+    def start(self, workers: int | None = None) -> None:
+        """Serve until SIGTERM; ``workers`` processes (default ``NUM_WORKERS`` or 1)."""
+        sock = bind_socket(self.host, self.port)
+        count = workers or self.settings.num_workers or 1
+        self.logger.info("FastAPI server on %s:%d, %d worker(s)", self.host, self.port, count)
+        run_workers(sock, count, self.serve_socket, self.settings.grace_period, self.logger)
+
+    def serve_socket(self, sock: Any) -> None:
+        """Serve an already listening socket with uvicorn in this process."""
+        uvicorn.Server(self.uvicorn_config()).run(sockets=[sock])
+
+
+class ETLApp(FastAPI):
+    """A FastAPI app whose catch-all is the ETL protocol handler."""
+
+    def __init__(self, etl: FastAPIServer) -> None:
+        super().__init__(docs_url=None, redoc_url=None, openapi_url=None, title=type(etl).__name__)
+        self.etl_handler = ProtocolHandler(etl)
+        self.router.default = self.etl_handler  # type: ignore[assignment]
+        self._own_routes = len(self.router.routes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]
+        if (
+            scope["type"] != "lifespan"
+            and not self.user_middleware
+            and len(self.router.routes) == self._own_routes
+        ):
+            await self.etl_handler(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)  # type: ignore[arg-type]
+
+
+@dataclass
+class _Runtime:
+    """Per-event-loop state: the loop, the transform thread pool and the flow."""
+
+    loop: asyncio.AbstractEventLoop
+    executor: ThreadPoolExecutor
+    flow: Flow
+    pid: int
+
+
+class ProtocolHandler:
+    """Raw ASGI handler of ``/health``, object GET/PUT and ``/ws``."""
+
+    def __init__(self, etl: FastAPIServer) -> None:
+        self._etl = etl
+        self._runtime: _Runtime | None = None
+
+    def runtime(self) -> _Runtime:
+        """This loop's runtime (created on first use, after any fork)."""
+        loop = asyncio.get_running_loop()
+        runtime = self._runtime
+        if runtime is None or runtime.loop is not loop or runtime.pid != os.getpid():
+            executor = ThreadPoolExecutor(
+                max_workers=self._etl.settings.threads, thread_name_prefix="aisetl-transform"
+            )
+
+            def run_async(awaitable: Awaitable[Any]) -> Any:
+                return asyncio.run_coroutine_threadsafe(awaitable, loop).result()  # type: ignore[arg-type]
+
+            runtime = _Runtime(loop, executor, Flow(self._etl, run_async=run_async), os.getpid())
+            self._runtime = runtime
+        return runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
+
+    # --- HTTP --------------------------------------------------------------------------------
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method: str = scope["method"]
+        raw_path_bytes = scope.get("raw_path")
+        raw_path = (
+            raw_path_bytes.decode("utf-8", "surrogateescape")
+            if raw_path_bytes
+            else scope["path"]
+        )
+        if raw_path == HEALTH_PATH:
+            await self._health(method, send)
+            return
+        node_url = None
+        length = None
+        for name, value in scope["headers"]:
+            if name == b"ais-node-url":
+                node_url = value.decode("latin-1")
+            elif name == b"content-length":
+                length = value
+        query = scope["query_string"].decode("latin-1")
+        request = ObjectRequest.from_http(method, raw_path, query, node_url)
+        runtime = self.runtime()
+        flow = runtime.flow
+        if method not in _OBJECT_METHODS:
+            failure = Failure(405, f"Method {method} is not supported: send PUT (hpush) or GET (hpull)")
+            reply = flow.failure_reply(request.path, failure)
+            reply.headers["Allow"] = "GET, PUT"
+            await _send_reply(send, reply, runtime)
+            return
+        body: bytes | io.BufferedReader | None = None
+        if method == "PUT":
+            limit = self._etl.settings.max_body_size
+            try:
+                if limit and length is not None and int(length) > limit:
+                    raise BodyTooLarge(limit)
+                if flow.wants_body_stream(request):
+                    raw = ReceiveReader(receive, runtime.loop, limit)
+                    body = io.BufferedReader(raw, 256 * 1024)
+                else:
+                    body = await _read_body(receive, limit)
+            except Failure as failure:
+                await _send_reply(send, flow.failure_reply(request.path, failure), runtime)
+                return
+            except ClientGone as exc:
+                self._etl.logger.info("client went away: %s", exc)
+                return
+        try:
+            reply = await runtime.loop.run_in_executor(runtime.executor, flow.handle, request, body)
+        except ClientGone as exc:
+            self._etl.logger.info("client went away: %s", exc)
+            return
+        await _send_reply(send, reply, runtime)
+
+    async def _health(self, method: str, send: Send) -> None:
+        if method in ("GET", "HEAD"):
+            await send({"type": "http.response.start", "status": 200, "headers": _HEALTH_HEADERS})
+            await send({"type": "http.response.body", "body": b"" if method == "HEAD" else HEALTH_BODY})
+            return
+        body = f"Method {method} is not allowed on /health; use GET".encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 405,
+                "headers": [
+                    (b"content-type", TEXT_PLAIN.encode()),
+                    (b"allow", b"GET, HEAD"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    # --- WebSocket ---------------------------------------------------------------------------
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        if scope["path"] != WS_PATH:
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        await send({"type": "websocket.accept"})
+        runtime = self.runtime()
+        session = WebSocketSession(self._etl, runtime, receive, send)
+        await session.run()
+
+
+class WebSocketSession:
+    """One target connection: tasks are processed concurrently, answered in arrival order."""
+
+    def __init__(self, etl: FastAPIServer, runtime: _Runtime, receive: Receive, send: Send) -> None:
+        self._etl = etl
+        self._runtime = runtime
+        self._receive = receive
+        self._send = send
+        self._replies: asyncio.Queue[asyncio.Future[WsMessage] | None] = asyncio.Queue(
+            maxsize=etl.settings.ws_inflight
+        )
+        self._close_on_error = etl.settings.ws_errors == WS_ERRORS_CLOSE
+
+    async def run(self) -> None:
+        """Read tasks until the target drops the connection."""
+        writer = asyncio.ensure_future(self._write_replies())
+        try:
+            while not writer.done():
+                task = await self._next_task()
+                if task is None:
+                    break
+                await self._replies.put(task)
+        finally:
+            if writer.done():
+                pass
+            else:
+                await self._replies.put(None)
+                await writer
+
+    async def _next_task(self) -> asyncio.Future[WsMessage] | None:
+        message = await self._receive()
+        if message["type"] != "websocket.receive":
+            return None
+        data = _ws_data(message)
+        flow = self._runtime.flow
+        loop = self._runtime.loop
+        try:
+            request = flow.parse_ws(data)
+        except Failure as failure:
+            done: asyncio.Future[WsMessage] = loop.create_future()
+            done.set_result(flow.ws_message(flow.failure_reply("(unknown)", failure), "(unknown)"))
+            return done
+        payload: bytes | None = None
+        if not request.fqn:
+            message = await self._receive()
+            if message["type"] != "websocket.receive":
+                return None
+            data = _ws_data(message)
+            payload = data if isinstance(data, bytes) else data.encode("utf-8")
+        return loop.run_in_executor(self._runtime.executor, self._task, request, payload)
+
+    def _task(self, request: ObjectRequest, payload: bytes | None) -> WsMessage:
+        flow = self._runtime.flow
+        reply = flow.handle(request, payload)
+        return flow.ws_message(reply, request.path)
+
+    async def _write_replies(self) -> None:
+        while True:
+            future = await self._replies.get()
+            if future is None:
+                return
+            try:
+                reply = await future
+            except Exception as exc:  # noqa: BLE001 - one task must never end the session
+                self._etl.logger.exception("ws task failed unexpectedly")
+                reply = WsMessage(f"Internal error: {type(exc).__name__}: {exc}", failed=True)
+            if reply.failed and self._close_on_error:
+                await self._send({"type": "websocket.close", "code": 1011})
+                return
+            if isinstance(reply.data, bytes):
+                await self._send({"type": "websocket.send", "bytes": reply.data})
+            else:
+                await self._send({"type": "websocket.send", "text": reply.data})
+
+
+def _ws_data(message: Message) -> bytes | str:
+    data = message.get("bytes")
+    if data is not None:
+        return data  # type: ignore[no-any-return]
+    return message.get("text") or ""
+
+
+# --- ASGI body helpers -----------------------------------------------------------------------
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone("client disconnected before the body was complete")
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if limit and size > limit:
+                raise BodyTooLarge(limit)
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    if len(chunks) == 1:
+        return chunks[0]
+    return b"".join(chunks)
+
+
+class ReceiveReader(io.RawIOBase):
+    """A blocking reader of an ASGI request body, for a transform running on a worker thread."""
+
+    def __init__(self, receive: Receive, loop: asyncio.AbstractEventLoop, limit: int) -> None:
+        self._receive = receive
+        self._loop = loop
+        self._limit = limit
+        self._pending = memoryview(b"")
+        self._size = 0
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        while not self._pending:
+            if self._done:
+                return 0
+            message = asyncio.run_coroutine_threadsafe(self._receive(), self._loop).result()  # type: ignore[arg-type]
+            if message["type"] == "http.disconnect":
+                raise ClientGone("client disconnected before the body was complete")
+            chunk = message.get("body", b"")
+            self._size += len(chunk)
+            if self._limit and self._size > self._limit:
+                raise BodyTooLarge(self._limit)
+            self._pending = memoryview(chunk)
+            self._done = not message.get("more_body", False)
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
+
+
+class _StreamAborted(Exception):
+    """Raised to make the ASGI server drop a connection whose reply cannot be completed."""
+
+
+async def _send_reply(send: Send, reply: Reply, runtime: _Runtime) -> None:
+    headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in reply.headers.items()]
+    if reply.stream is None:
+        headers.append((b"content-length", str(len(reply.body)).encode()))
+        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+        await send({"type": "http.response.body", "body": reply.body})
+        return
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    stream = reply.stream
+    loop = runtime.loop
+    try:
+        while True:
+            chunk = await loop.run_in_executor(runtime.executor, next, stream, None)
+            if chunk is None:
+                break
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except Failure as failure:
+        # The status line is gone: break the framing so the target sees a read error.
+        raise _StreamAborted(f"reply aborted mid-stream: {failure.message}") from None
+    finally:
+        reply.close()
+    await send({"type": "http.response.body", "body": b"", "more_body": False})

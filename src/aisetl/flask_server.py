@@ -1,0 +1,234 @@
+"""Adapter: Flask / WSGI, served by gunicorn (threaded workers, keep-alive).
+
+``.app`` is a real :class:`flask.Flask`: users may add routes. Requests that no user route
+claims go to a raw WSGI handler that speaks the protocol through the neutral flow.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, BinaryIO
+from urllib.parse import quote
+
+from flask import Flask
+from werkzeug.exceptions import HTTPException
+
+from aisetl.flow import TEXT_PLAIN, Flow, ObjectRequest, Reply
+from aisetl.http11 import reason
+from aisetl.protocol import DEFAULT_PORT, HEALTH_BODY, HEALTH_PATH
+from aisetl.server import ETLServer
+from aisetl.sources import BodyTooLarge, ClientGone, Failure
+
+StartResponse = Callable[..., Any]
+Environ = dict[str, Any]
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+_OBJECT_METHODS = ("GET", "PUT")
+_READ_CHUNK = 256 * 1024
+
+
+class FlaskServer(ETLServer):
+    """ETL server on Flask (WSGI), served by gunicorn's threaded workers."""
+
+    def __init__(self, host: str = "0.0.0.0", port: int = DEFAULT_PORT) -> None:
+        super().__init__()
+        self.host = host
+        self.port = port
+        self.app = Flask(type(self).__name__, static_folder=None)
+        self.protocol_handler = WSGIProtocolHandler(self)
+        self.app.wsgi_app = RouteOrProtocol(self.app, self.app.wsgi_app, self.protocol_handler)  # type: ignore[method-assign]
+
+    def gunicorn_options(self, workers: int | None = None) -> dict[str, Any]:
+        """gunicorn settings for the target's traffic (threads, keep-alive, long request lines)."""
+        s = self.settings
+        return {
+            "bind": f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}",
+            "workers": workers or s.num_workers or 1,
+            "worker_class": "gthread",
+            "threads": s.threads,
+            "keepalive": int(s.keepalive_timeout),
+            "graceful_timeout": int(s.grace_period),
+            "timeout": 0,
+            "backlog": 2048,
+            "limit_request_line": 0,
+            "limit_request_field_size": 0,
+            "accesslog": None,
+            "loglevel": "info",
+            "control_socket_disable": True,
+        }
+
+    def start(self, workers: int | None = None) -> None:
+        """Serve with gunicorn until SIGTERM; ``workers`` processes (default ``NUM_WORKERS`` or 1)."""
+        from aisetl._gunicorn import run_gunicorn
+
+        options = self.gunicorn_options(workers)
+        self.logger.info("Flask server on %s, %d worker(s)", options["bind"], options["workers"])
+        run_gunicorn(self.app, options)
+
+
+class RouteOrProtocol:
+    """WSGI dispatch: a user's Flask route if one matches, else the protocol handler."""
+
+    def __init__(self, flask_app: Flask, flask_wsgi: WSGIApp, handler: WSGIApp) -> None:
+        self._flask = flask_app
+        self._flask_wsgi = flask_wsgi
+        self._handler = handler
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if self._user_route_matches(environ):
+            return self._flask_wsgi(environ, start_response)
+        return self._handler(environ, start_response)
+
+    def _user_route_matches(self, environ: Environ) -> bool:
+        if not any(True for _ in self._flask.url_map.iter_rules()):
+            return False
+        try:
+            self._flask.url_map.bind_to_environ(environ).match()
+        except HTTPException:
+            return False
+        return True
+
+
+class WSGIProtocolHandler:
+    """Raw WSGI handler of ``/health`` and object GET/PUT."""
+
+    def __init__(self, etl: FlaskServer) -> None:
+        self._etl = etl
+        self._flow: tuple[int, Flow] | None = None
+
+    @property
+    def flow(self) -> Flow:
+        """This process's flow (created after any fork)."""
+        pid = os.getpid()
+        if self._flow is None or self._flow[0] != pid:
+            self._flow = (pid, Flow(self._etl))
+        return self._flow[1]
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        method: str = environ["REQUEST_METHOD"]
+        raw_path, query = _raw_target(environ)
+        if raw_path == HEALTH_PATH:
+            if method in ("GET", "HEAD"):
+                return _respond(start_response, Reply(200, {"Content-Type": TEXT_PLAIN}, HEALTH_BODY))
+            body = f"Method {method} is not allowed on /health; use GET".encode()
+            reply = Reply(405, {"Content-Type": TEXT_PLAIN, "Allow": "GET, HEAD"}, body)
+            return _respond(start_response, reply)
+        request = ObjectRequest.from_http(method, raw_path, query, environ.get("HTTP_AIS_NODE_URL"))
+        flow = self.flow
+        if method not in _OBJECT_METHODS:
+            failure = Failure(405, f"Method {method} is not supported: send PUT (hpush) or GET (hpull)")
+            reply = flow.failure_reply(request.path, failure)
+            reply.headers["Allow"] = "GET, PUT"
+            return _respond(start_response, reply)
+        body: bytes | BinaryIO | None = None
+        if method == "PUT":
+            try:
+                body = self._body(environ, flow.wants_body_stream(request))
+            except Failure as failure:
+                return _respond(start_response, flow.failure_reply(request.path, failure))
+            except ClientGone as exc:
+                self._etl.logger.info("client went away: %s", exc)
+                return _respond(start_response, Reply(400, {"Content-Type": TEXT_PLAIN}, b"incomplete body"))
+        reply = flow.handle(request, body)
+        return _respond(start_response, reply)
+
+    def _body(self, environ: Environ, as_stream: bool) -> bytes | BinaryIO:
+        limit = self._etl.settings.max_body_size
+        stream = environ["wsgi.input"]
+        length_text = environ.get("CONTENT_LENGTH") or ""
+        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        length = int(length_text) if length_text.isdigit() and not chunked else None
+        if limit and length is not None and length > limit:
+            raise BodyTooLarge(limit)
+        if length is None and not chunked:
+            length = 0
+        reader = WSGIInputReader(stream, length, limit)
+        if as_stream:
+            return io.BufferedReader(reader, _READ_CHUNK)
+        if length is not None:
+            return _read_exactly(stream, length)
+        return reader.readall()
+
+
+def _read_exactly(stream: Any, length: int) -> bytes:
+    data = stream.read(length) if length else b""
+    if len(data) < length:
+        raise ClientGone(f"client closed the connection with {length - len(data)} body bytes unsent")
+    return data  # type: ignore[no-any-return]
+
+
+class WSGIInputReader(io.RawIOBase):
+    """A reader of ``wsgi.input`` that stops at the body's end and enforces the size limit."""
+
+    def __init__(self, stream: Any, length: int | None, limit: int) -> None:
+        self._stream = stream
+        self._remaining = length
+        self._limit = limit
+        self._size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        want = len(buffer) if self._remaining is None else min(len(buffer), self._remaining)
+        if want <= 0:
+            return 0
+        data = self._stream.read(want)
+        if not data:
+            if self._remaining:
+                raise ClientGone("client closed the connection before the body was complete")
+            return 0
+        size = len(data)
+        self._size += size
+        if self._limit and self._size > self._limit:
+            raise BodyTooLarge(self._limit)
+        if self._remaining is not None:
+            self._remaining -= size
+        buffer[:size] = data
+        return size
+
+
+def _raw_target(environ: Environ) -> tuple[str, str]:
+    """The request path as sent (still escaped) and the raw query string."""
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if raw:
+        if "://" in raw.split("?", 1)[0]:  # absolute-form request target
+            raw = "/" + raw.split("://", 1)[1].partition("/")[2]
+        path, _, query = raw.partition("?")
+        return path, query
+    path_info = environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8", "surrogateescape")
+    return quote(path_info, safe="/@", errors="surrogateescape"), environ.get("QUERY_STRING", "")
+
+
+def _respond(start_response: StartResponse, reply: Reply) -> Iterable[bytes]:
+    headers = list(reply.headers.items())
+    if reply.stream is None:
+        headers.append(("Content-Length", str(len(reply.body))))
+        start_response(f"{reply.status} {reason(reply.status)}", headers)
+        return [reply.body]
+    start_response(f"{reply.status} {reason(reply.status)}", headers)
+    return _StreamBody(reply)
+
+
+class _StreamBody:
+    """A streamed reply; a failure after the first chunk propagates so the server drops the
+    connection instead of finishing the chunked body (the target then sees a read error)."""
+
+    def __init__(self, reply: Reply) -> None:
+        self._reply = reply
+
+    def __iter__(self) -> Iterator[bytes]:
+        assert self._reply.stream is not None
+        try:
+            yield from self._reply.stream
+        except Failure as failure:
+            raise _StreamAborted(f"reply aborted mid-stream: {failure.message}") from None
+
+    def close(self) -> None:
+        self._reply.close()
+
+
+class _StreamAborted(Exception):
+    """Raised to make the WSGI server drop a connection whose reply cannot be completed."""

@@ -1,0 +1,315 @@
+"""Framework-neutral handling of one object: source, transform, destination, error mapping.
+
+An adapter turns its framework's request into an :class:`ObjectRequest` (plus the body, when
+the request has one), calls :meth:`Flow.handle` from a worker thread, and writes the
+:class:`Reply` back. Every protocol decision is made here, once, for every server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+
+from aisetl.direct_put import DirectPut
+from aisetl.outbound import OutboundClient
+from aisetl.protocol import (
+    HEADER_DIRECT_PUT_LENGTH,
+    HEADER_EMPTY_RESULT,
+    QPARAM_ETL_ARGS,
+    QPARAM_ETL_FQN,
+    WS_KEY_ETL_ARGS,
+    WS_KEY_FQN,
+    WS_KEY_PATH,
+    WS_KEY_PIPELINE,
+    InvalidPipelineError,
+    decode_path,
+    fqn_allowed,
+    parse_pipeline,
+    parse_query,
+    parse_ws_control,
+    sanitize_fqn,
+)
+from aisetl.sources import (
+    BytesSource,
+    ClientGone,
+    Failure,
+    FileSource,
+    Source,
+    StreamSource,
+    UpstreamSource,
+)
+
+if TYPE_CHECKING:
+    from aisetl.server import ETLServer
+
+T = TypeVar("T")
+RunAsync = Callable[[Awaitable[Any]], Any]
+
+TEXT_PLAIN = "text/plain; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class ObjectRequest:
+    """One object to transform, as the target described it."""
+
+    path: str
+    etl_args: str = ""
+    fqn: str = ""
+    pipeline: str | None = None
+    from_target: bool = False  # hpull without FQN: fetch the bytes from the target
+
+    @classmethod
+    def from_http(cls, method: str, raw_path: str, query: str, node_url: str | None) -> ObjectRequest:
+        """Build from an HTTP request: method, raw (still escaped) path, raw query, hop header."""
+        params = parse_query(query) if query else {}
+        return cls(
+            path=decode_path(raw_path),
+            etl_args=params.get(QPARAM_ETL_ARGS, ""),
+            fqn=params.get(QPARAM_ETL_FQN, "").strip(),
+            pipeline=node_url,
+            from_target=method == "GET",
+        )
+
+    @classmethod
+    def from_ws(cls, control: dict[str, str]) -> ObjectRequest:
+        """Build from a decoded WebSocket control message."""
+        return cls(
+            path=control[WS_KEY_PATH],
+            etl_args=control[WS_KEY_ETL_ARGS],
+            fqn=control[WS_KEY_FQN].strip(),
+            pipeline=control[WS_KEY_PIPELINE],
+        )
+
+
+@dataclass
+class Reply:
+    """What to answer: a status, headers, and a body that is bytes or a stream of chunks."""
+
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    stream: Iterator[bytes] | None = None
+
+    def close(self) -> None:
+        """Release what an unsent stream holds (a file, a connection)."""
+        close = getattr(self.stream, "close", None)
+        if callable(close):
+            close()
+
+
+@dataclass(frozen=True)
+class WsMessage:
+    """One WebSocket reply: binary content, or text meaning "delivered" (or a failure)."""
+
+    data: bytes | str
+    failed: bool = False
+
+
+_thread_loops = threading.local()
+
+
+def run_in_thread_loop(awaitable: Awaitable[T]) -> T:
+    """Run a coroutine to completion on this thread's own event loop."""
+    loop = getattr(_thread_loops, "loop", None)
+    if loop is None or loop.is_closed():
+        loop = asyncio.new_event_loop()
+        _thread_loops.loop = loop
+    return loop.run_until_complete(awaitable)
+
+
+def _sync_iter(chunks: AsyncIterator[bytes], run_async: RunAsync) -> Iterator[bytes]:
+    """Iterate an async generator from a worker thread."""
+    try:
+        while True:
+            try:
+                yield run_async(chunks.__anext__())
+            except StopAsyncIteration:
+                return
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            run_async(aclose())
+
+
+def _as_bytes(value: object, what: str) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    hint = " (encode text first, e.g. text.encode())" if isinstance(value, str) else ""
+    raise Failure(500, f"{what} returned {type(value).__name__}; it must return bytes{hint}")
+
+
+class Flow:
+    """Handles objects for one server instance in one process (thread-safe)."""
+
+    def __init__(self, server: ETLServer, run_async: RunAsync | None = None) -> None:
+        self._server = server
+        self._settings = server.settings
+        self._logger = server.logger
+        self._run_async: RunAsync = run_async or run_in_thread_loop
+        self._client = OutboundClient(server.settings)
+        self._direct_put = DirectPut(self._client, server.settings, server.logger)
+        self._content_type = server.get_mime_type()
+        self.streaming = server.use_streaming
+
+    # --- entry points -----------------------------------------------------------------------
+
+    def wants_body_stream(self, request: ObjectRequest) -> bool:
+        """Whether the adapter should pass the request body as a reader (not as bytes)."""
+        return self.streaming and not request.fqn
+
+    def handle(self, request: ObjectRequest, body: bytes | BinaryIO | None = None) -> Reply:
+        """Transform one object and decide the answer; never raises for a bad request."""
+        try:
+            return self._handle(request, body)
+        except Failure as failure:
+            return self.failure_reply(request.path, failure)
+
+    def parse_ws(self, control: bytes | str) -> ObjectRequest:
+        """Decode a ws control message; raises :class:`Failure` (400) when it is malformed."""
+        try:
+            return ObjectRequest.from_ws(parse_ws_control(control))
+        except ValueError as exc:
+            raise Failure(400, f"Invalid WebSocket control message: {exc}") from None
+
+    def ws_message(self, reply: Reply, path: str) -> WsMessage:
+        """Render a reply as the one WebSocket message a task gets (PROTOCOL.md §7.4)."""
+        if reply.status == 204:
+            return WsMessage(reply.headers.get(HEADER_DIRECT_PUT_LENGTH, "0"))
+        if reply.status < 300:
+            if reply.stream is None:
+                return WsMessage(reply.body)
+            try:
+                return WsMessage(b"".join(reply.stream))
+            except Failure as failure:
+                reply = self.failure_reply(path, failure)
+        return WsMessage(reply.body.decode("utf-8", "replace"), failed=True)
+
+    def failure_reply(self, path: str, failure: Failure) -> Reply:
+        """The one error format of every server and transport: message, then the object."""
+        message = f"{failure.message} (object: {path})"
+        if failure.status >= 500:
+            self._logger.error("%d %s", failure.status, message)
+        else:
+            self._logger.warning("%d %s", failure.status, message)
+        headers = {"Content-Type": TEXT_PLAIN, **failure.headers}
+        return Reply(failure.status, headers, message.encode("utf-8", "replace"))
+
+    # --- the steps ---------------------------------------------------------------------------
+
+    def _handle(self, request: ObjectRequest, body: bytes | BinaryIO | None) -> Reply:
+        try:
+            hop, rest = parse_pipeline(request.pipeline)
+        except InvalidPipelineError as exc:
+            raise Failure(400, f"Invalid pipeline header: {exc}") from None
+        source = self._source(request, body)
+        if self.streaming:
+            return self._handle_stream(request, source, hop, rest)
+        data: bytes | str
+        if self._settings.direct_fqn and isinstance(source, FileSource):
+            data = source.check()
+        else:
+            data = source.load()
+        result = self._transform(data, request)
+        if not hop:
+            return self._content(result)
+        delivered = self._direct_put.deliver(
+            hop, rest, request.path, request.etl_args, lambda: result, replayable=True
+        )
+        return Reply(delivered.status, delivered.headers, delivered.body)
+
+    def _source(self, request: ObjectRequest, body: bytes | BinaryIO | None) -> Source:
+        if request.fqn:
+            path = sanitize_fqn(request.fqn)
+            if not fqn_allowed(path, self._settings.fqn_allow):
+                raise Failure(400, f"etl_fqn {path!r} is outside the folders allowed by AISETL_FQN_ALLOW")
+            return FileSource(path)
+        if request.from_target:
+            return UpstreamSource(self._client, self._settings.target_url, request.path)
+        if body is None:
+            return BytesSource(b"")
+        if isinstance(body, bytes):
+            return BytesSource(body)
+        return StreamSource(body)
+
+    def _transform(self, data: bytes | str, request: ObjectRequest) -> bytes:
+        server = self._server
+        try:
+            if server.transform_is_async:
+                result = self._run_async(server.transform(data, request.path, request.etl_args))  # type: ignore[arg-type]
+            else:
+                result = server.transform(data, request.path, request.etl_args)
+        except (Failure, ClientGone):
+            raise
+        except Exception as exc:
+            raise self._transform_failure(exc, request) from exc
+        return _as_bytes(result, "transform()")
+
+    def _transform_failure(self, exc: Exception, request: ObjectRequest) -> Failure:
+        from aisetl.server import TransformError
+
+        if isinstance(exc, TransformError):
+            return Failure(exc.status, exc.message)
+        self._logger.exception("transform of %r raised", request.path)
+        return Failure(500, f"Transform failed: {type(exc).__name__}: {exc}")
+
+    def _open_chunks(self, source: Source, request: ObjectRequest) -> Iterator[bytes]:
+        """Open the source now (so a missing file is a 404) and stream the transform's output."""
+        return self._chunks(source.open(), request)
+
+    def _chunks(self, reader: BinaryIO, request: ObjectRequest) -> Iterator[bytes]:
+        server = self._server
+        try:
+            output: Iterable[bytes] | AsyncIterator[bytes] = server.transform_stream(
+                reader, request.path, request.etl_args
+            )
+            if server.stream_is_async:
+                output = _sync_iter(output, self._run_async)  # type: ignore[arg-type]
+            for chunk in output:  # type: ignore[union-attr]
+                if chunk:
+                    yield _as_bytes(chunk, "transform_stream()")
+        except (Failure, ClientGone):
+            raise
+        except Exception as exc:
+            raise self._transform_failure(exc, request) from exc
+        finally:
+            reader.close()
+
+    def _handle_stream(self, request: ObjectRequest, source: Source, hop: str, rest: str) -> Reply:
+        if hop:
+            delivered = self._direct_put.deliver(
+                hop,
+                rest,
+                request.path,
+                request.etl_args,
+                lambda: self._open_chunks(source, request),
+                replayable=source.replayable,
+                relay_stream=True,
+            )
+            return Reply(delivered.status, delivered.headers, delivered.body, delivered.stream)
+        chunks = self._open_chunks(source, request)
+        first = next(chunks, b"")
+        if not first:
+            return self._content(b"")
+        return Reply(200, {"Content-Type": self._content_type}, stream=_prepend(first, chunks))
+
+    def _content(self, data: bytes) -> Reply:
+        headers = {"Content-Type": self._content_type}
+        if not data:
+            headers[HEADER_EMPTY_RESULT] = "true"
+        return Reply(200, headers, data)
+
+
+def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    try:
+        yield first
+        yield from rest
+    finally:
+        close = getattr(rest, "close", None)
+        if close is not None:
+            close()

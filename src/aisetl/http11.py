@@ -1,0 +1,134 @@
+"""Small HTTP/1.1 pieces the standard-library server needs: body framing and response heads."""
+
+from __future__ import annotations
+
+import io
+from http import HTTPStatus
+from typing import BinaryIO
+
+from aisetl.sources import BodyTooLarge, ClientGone, Failure
+
+_MAX_CHUNK_LINE = 4096
+
+
+def reason(status: int) -> str:
+    """The standard reason phrase of a status code."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def response_head(status: int, headers: dict[str, str] | list[tuple[str, str]]) -> bytes:
+    """Status line and headers of an HTTP/1.1 response, ending with the blank line."""
+    items = headers.items() if isinstance(headers, dict) else headers
+    lines = [f"HTTP/1.1 {status} {reason(status)}"]
+    lines.extend(f"{name}: {value}" for name, value in items)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def parse_content_length(value: str) -> int:
+    """Validate a Content-Length header; raises :class:`Failure` (400) when it is not a size."""
+    text = value.strip()
+    if not text.isdigit() or not text.isascii():
+        raise Failure(400, f"Invalid Content-Length {value!r}: expected a non-negative integer")
+    return int(text)
+
+
+class LengthBodyReader(io.RawIOBase):
+    """Reads exactly ``length`` bytes of a request body."""
+
+    def __init__(self, stream: BinaryIO, length: int) -> None:
+        self._stream = stream
+        self.remaining = length
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        if self.remaining <= 0:
+            return 0
+        want = min(len(buffer), self.remaining)
+        data = self._stream.read1(want) if hasattr(self._stream, "read1") else self._stream.read(want)
+        if not data:
+            raise ClientGone(f"client closed the connection with {self.remaining} body bytes unsent")
+        size = len(data)
+        buffer[:size] = data
+        self.remaining -= size
+        return size
+
+    @property
+    def finished(self) -> bool:
+        """Whether the whole body has been read."""
+        return self.remaining <= 0
+
+
+class ChunkedBodyReader(io.RawIOBase):
+    """Decodes a ``Transfer-Encoding: chunked`` request body, enforcing an optional size limit."""
+
+    def __init__(self, stream: BinaryIO, limit: int = 0) -> None:
+        self._stream = stream
+        self._limit = limit
+        self._left_in_chunk = 0
+        self._total = 0
+        self.finished = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _next_chunk_size(self) -> int:
+        line = self._stream.readline(_MAX_CHUNK_LINE)
+        if not line:
+            raise ClientGone("client closed the connection inside a chunked body")
+        if not line.endswith(b"\n"):
+            raise Failure(400, "Invalid chunked body: chunk-size line too long")
+        size_text = line.split(b";", 1)[0].strip()
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            raise Failure(400, f"Invalid chunked body: bad chunk size {size_text[:32]!r}") from None
+        if size < 0:
+            raise Failure(400, "Invalid chunked body: negative chunk size")
+        return size
+
+    def _finish(self) -> None:
+        while True:  # trailers, if any, end with an empty line
+            line = self._stream.readline(_MAX_CHUNK_LINE)
+            if not line:
+                raise ClientGone("client closed the connection inside chunked trailers")
+            if line in (b"\r\n", b"\n"):
+                break
+        self.finished = True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        if self.finished:
+            return 0
+        if self._left_in_chunk == 0:
+            size = self._next_chunk_size()
+            if size == 0:
+                self._finish()
+                return 0
+            self._total += size
+            if self._limit and self._total > self._limit:
+                raise BodyTooLarge(self._limit)
+            self._left_in_chunk = size
+        want = min(len(buffer), self._left_in_chunk)
+        data = self._stream.read1(want) if hasattr(self._stream, "read1") else self._stream.read(want)
+        if not data:
+            raise ClientGone("client closed the connection inside a chunk")
+        size = len(data)
+        buffer[:size] = data
+        self._left_in_chunk -= size
+        if self._left_in_chunk == 0:
+            crlf = self._stream.readline(_MAX_CHUNK_LINE)
+            if crlf not in (b"\r\n", b"\n"):
+                raise Failure(400, "Invalid chunked body: chunk data not followed by CRLF")
+        return size
+
+
+def chunk_frame(data: bytes) -> bytes:
+    """One chunk of a chunked response body."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
