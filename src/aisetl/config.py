@@ -124,7 +124,9 @@ class Settings:
                 "container; for a local run use `aisetl run` or `aisetl.testing`, which set it"
             )
         if not target_url.startswith(("http://", "https://")):
-            raise ConfigError(f"AIS_TARGET_URL must start with http:// or https://, got a {target_url[:8]!r}... value")
+            raise ConfigError(
+                f"AIS_TARGET_URL must start with http:// or https://, not {target_url[:8]!r}..."
+            )
         skip = env.get("AIS_SKIP_VERIFY_CRT")
         if skip is None:
             skip = env.get("AIS_SKIP_VERIFY")

@@ -13,8 +13,8 @@ import urllib3
 from aisetl.config import Settings
 from aisetl.outbound import TRANSIENT_ERRORS, OutboundClient, describe_error, redact_url
 from aisetl.protocol import (
-    HEADER_EMPTY_RESULT,
     HEADER_DIRECT_PUT_LENGTH,
+    HEADER_EMPTY_RESULT,
     HEADER_ETL_RETRY_REASON,
     HEADER_NODE_URL,
     RETRY_REASON_DIRECT_PUT_TRANSIENT,
@@ -62,7 +62,7 @@ class _Counted:
                 chunk = next(iterator)
             except StopIteration:
                 return
-            except BaseException as exc:  # noqa: BLE001 - re-raised as _BodyFailed
+            except BaseException as exc:
                 raise _BodyFailed(exc) from exc
             if chunk:
                 self.sent += len(chunk)
@@ -111,7 +111,9 @@ class DirectPut:
         the retry reason, and the target replays the whole request.
         """
         if not hop_allowed(hop, self._settings.hop_allow):
-            raise Failure(403, f"Hop {hop!r} is not in AISETL_HOP_ALLOW; refusing to send the object")
+            raise Failure(
+                403, f"Hop {hop!r} is not in AISETL_HOP_ALLOW; refusing to send the object"
+            )
         url = compose_direct_put_url(hop, self._settings.target_url, path, etl_args)
         shown = redact_url(url)
         headers = {HEADER_NODE_URL: rest} if rest else {}
@@ -129,7 +131,11 @@ class DirectPut:
                 if counted is not None and isinstance(exc.__context__, _BodyFailed):
                     raise exc.__context__.error from None
                 if not replayable:
-                    self._logger.warning("Direct put to %s failed (%s); asking the target to resend", shown, describe_error(exc))
+                    self._logger.warning(
+                        "Direct put to %s failed (%s); asking the target to resend",
+                        shown,
+                        describe_error(exc),
+                    )
                     raise Failure(
                         503,
                         f"Direct put to {shown} failed and the request body cannot be replayed: "
@@ -139,12 +145,17 @@ class DirectPut:
                 if attempt + 1 >= attempts:
                     raise Failure(
                         502,
-                        f"Direct put to {shown} failed after {attempts} attempt(s): {describe_error(exc)}",
+                        f"Direct put to {shown} failed after {attempts} attempt(s): "
+                        f"{describe_error(exc)}",
                     ) from exc
                 delay = retry_delay(attempt, self._settings.retry_backoff)
                 self._logger.warning(
                     "Direct put to %s failed (attempt %d/%d: %s); retrying in %.1fs",
-                    shown, attempt + 1, attempts, describe_error(exc), delay,
+                    shown,
+                    attempt + 1,
+                    attempts,
+                    describe_error(exc),
+                    delay,
                 )
                 self._sleep(delay)
                 continue
@@ -164,7 +175,9 @@ class DirectPut:
             first = response.read(READ_CHUNK)
         except Exception as exc:
             response.release_conn()
-            raise Failure(502, f"Reading the answer of {shown} failed: {describe_error(exc)}") from exc
+            raise Failure(
+                502, f"Reading the answer of {shown} failed: {describe_error(exc)}"
+            ) from exc
         outcome = interpret_hop_response(
             response.status,
             body_empty=not first,
@@ -181,13 +194,17 @@ class DirectPut:
             rest = response.read(_ERROR_BODY_LIMIT) if first else b""
             response.drain_conn()
             response.release_conn()
-            self._logger.error("Hop %s answered %d: %r", shown, outcome.status, (first + rest)[:200])
+            self._logger.error(
+                "Hop %s answered %d: %r", shown, outcome.status, (first + rest)[:200]
+            )
             return Delivered(outcome.status, headers, first + rest)
         if not relay_stream:
             try:
                 data = first + response.read()
             except Exception as exc:
-                raise Failure(502, f"Reading the answer of {shown} failed: {describe_error(exc)}") from exc
+                raise Failure(
+                    502, f"Reading the answer of {shown} failed: {describe_error(exc)}"
+                ) from exc
             finally:
                 response.release_conn()
             return Delivered(outcome.status, headers, data)

@@ -83,10 +83,10 @@ class ETLApp(FastAPI):
     def __init__(self, etl: FastAPIServer) -> None:
         super().__init__(docs_url=None, redoc_url=None, openapi_url=None, title=type(etl).__name__)
         self.etl_handler = ProtocolHandler(etl)
-        self.router.default = self.etl_handler  # type: ignore[assignment]
+        self.router.default = self.etl_handler
         self._own_routes = len(self.router.routes)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] != "lifespan"
             and not self.user_middleware
@@ -94,7 +94,7 @@ class ETLApp(FastAPI):
         ):
             await self.etl_handler(scope, receive, send)
             return
-        await super().__call__(scope, receive, send)  # type: ignore[arg-type]
+        await super().__call__(scope, receive, send)
 
 
 @dataclass
@@ -143,9 +143,7 @@ class ProtocolHandler:
         method: str = scope["method"]
         raw_path_bytes = scope.get("raw_path")
         raw_path = (
-            raw_path_bytes.decode("utf-8", "surrogateescape")
-            if raw_path_bytes
-            else scope["path"]
+            raw_path_bytes.decode("utf-8", "surrogateescape") if raw_path_bytes else scope["path"]
         )
         if raw_path == HEALTH_PATH:
             await self._health(method, send)
@@ -162,7 +160,9 @@ class ProtocolHandler:
         runtime = self.runtime()
         flow = runtime.flow
         if method not in _OBJECT_METHODS:
-            failure = Failure(405, f"Method {method} is not supported: send PUT (hpush) or GET (hpull)")
+            failure = Failure(
+                405, f"Method {method} is not supported: send PUT (hpush) or GET (hpull)"
+            )
             reply = flow.failure_reply(request.path, failure)
             reply.headers["Allow"] = "GET, PUT"
             await _send_reply(send, reply, runtime)
@@ -194,7 +194,9 @@ class ProtocolHandler:
     async def _health(self, method: str, send: Send) -> None:
         if method in ("GET", "HEAD"):
             await send({"type": "http.response.start", "status": 200, "headers": _HEALTH_HEADERS})
-            await send({"type": "http.response.body", "body": b"" if method == "HEAD" else HEALTH_BODY})
+            await send(
+                {"type": "http.response.body", "body": b"" if method == "HEAD" else HEALTH_BODY}
+            )
             return
         body = f"Method {method} is not allowed on /health; use GET".encode()
         await send(
@@ -288,7 +290,7 @@ class WebSocketSession:
                 return
             try:
                 reply = await future
-            except Exception as exc:  # noqa: BLE001 - one task must never end the session
+            except Exception as exc:
                 self._etl.logger.exception("ws task failed unexpectedly")
                 reply = WsMessage(f"Internal error: {type(exc).__name__}: {exc}", failed=True)
             if reply.failed and self._close_on_error:
@@ -330,6 +332,10 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+async def _next(receive: Receive) -> Message:
+    return await receive()
+
+
 class ReceiveReader(io.RawIOBase):
     """A blocking reader of an ASGI request body, for a transform running on a worker thread."""
 
@@ -348,7 +354,7 @@ class ReceiveReader(io.RawIOBase):
         while not self._pending:
             if self._done:
                 return 0
-            message = asyncio.run_coroutine_threadsafe(self._receive(), self._loop).result()  # type: ignore[arg-type]
+            message = asyncio.run_coroutine_threadsafe(_next(self._receive), self._loop).result()
             if message["type"] == "http.disconnect":
                 raise ClientGone("client disconnected before the body was complete")
             chunk = message.get("body", b"")
@@ -368,7 +374,10 @@ class _StreamAborted(Exception):
 
 
 async def _send_reply(send: Send, reply: Reply, runtime: _Runtime) -> None:
-    headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in reply.headers.items()]
+    headers = [
+        (name.lower().encode("latin-1"), value.encode("latin-1"))
+        for name, value in reply.headers.items()
+    ]
     if reply.stream is None:
         headers.append((b"content-length", str(len(reply.body)).encode()))
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})

@@ -44,7 +44,9 @@ class FlaskServer(ETLServer):
         """gunicorn settings for the target's traffic (threads, keep-alive, long request lines)."""
         s = self.settings
         return {
-            "bind": f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}",
+            "bind": f"[{self.host}]:{self.port}"
+            if ":" in self.host
+            else f"{self.host}:{self.port}",
             "workers": workers or s.num_workers or 1,
             "worker_class": "gthread",
             "threads": s.threads,
@@ -60,7 +62,7 @@ class FlaskServer(ETLServer):
         }
 
     def start(self, workers: int | None = None) -> None:
-        """Serve with gunicorn until SIGTERM; ``workers`` processes (default ``NUM_WORKERS`` or 1)."""
+        """Serve with gunicorn until SIGTERM; ``workers`` processes (default: NUM_WORKERS or 1)."""
         from aisetl._gunicorn import run_gunicorn
 
         options = self.gunicorn_options(workers)
@@ -111,28 +113,33 @@ class WSGIProtocolHandler:
         raw_path, query = _raw_target(environ)
         if raw_path == HEALTH_PATH:
             if method in ("GET", "HEAD"):
-                return _respond(start_response, Reply(200, {"Content-Type": TEXT_PLAIN}, HEALTH_BODY))
-            body = f"Method {method} is not allowed on /health; use GET".encode()
-            reply = Reply(405, {"Content-Type": TEXT_PLAIN, "Allow": "GET, HEAD"}, body)
+                return _respond(
+                    start_response, Reply(200, {"Content-Type": TEXT_PLAIN}, HEALTH_BODY)
+                )
+            text = f"Method {method} is not allowed on /health; use GET".encode()
+            reply = Reply(405, {"Content-Type": TEXT_PLAIN, "Allow": "GET, HEAD"}, text)
             return _respond(start_response, reply)
         request = ObjectRequest.from_http(method, raw_path, query, environ.get("HTTP_AIS_NODE_URL"))
         flow = self.flow
         if method not in _OBJECT_METHODS:
-            failure = Failure(405, f"Method {method} is not supported: send PUT (hpush) or GET (hpull)")
+            failure = Failure(
+                405, f"Method {method} is not supported: send PUT (hpush) or GET (hpull)"
+            )
             reply = flow.failure_reply(request.path, failure)
             reply.headers["Allow"] = "GET, PUT"
             return _respond(start_response, reply)
-        body: bytes | BinaryIO | None = None
+        payload: bytes | BinaryIO | None = None
         if method == "PUT":
             try:
-                body = self._body(environ, flow.wants_body_stream(request))
+                payload = self._body(environ, flow.wants_body_stream(request))
             except Failure as failure:
                 return _respond(start_response, flow.failure_reply(request.path, failure))
             except ClientGone as exc:
                 self._etl.logger.info("client went away: %s", exc)
-                return _respond(start_response, Reply(400, {"Content-Type": TEXT_PLAIN}, b"incomplete body"))
-        reply = flow.handle(request, body)
-        return _respond(start_response, reply)
+                return _respond(
+                    start_response, Reply(400, {"Content-Type": TEXT_PLAIN}, b"incomplete body")
+                )
+        return _respond(start_response, flow.handle(request, payload))
 
     def _body(self, environ: Environ, as_stream: bool) -> bytes | BinaryIO:
         limit = self._etl.settings.max_body_size
@@ -155,8 +162,10 @@ class WSGIProtocolHandler:
 def _read_exactly(stream: Any, length: int) -> bytes:
     data = stream.read(length) if length else b""
     if len(data) < length:
-        raise ClientGone(f"client closed the connection with {length - len(data)} body bytes unsent")
-    return data  # type: ignore[no-any-return]
+        raise ClientGone(
+            f"client closed the connection with {length - len(data)} body bytes unsent"
+        )
+    return data
 
 
 class WSGIInputReader(io.RawIOBase):

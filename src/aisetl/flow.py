@@ -8,7 +8,6 @@ the request has one), calls :meth:`Flow.handle` from a worker thread, and writes
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -63,7 +62,9 @@ class ObjectRequest:
     from_target: bool = False  # hpull without FQN: fetch the bytes from the target
 
     @classmethod
-    def from_http(cls, method: str, raw_path: str, query: str, node_url: str | None) -> ObjectRequest:
+    def from_http(
+        cls, method: str, raw_path: str, query: str, node_url: str | None
+    ) -> ObjectRequest:
         """Build from an HTTP request: method, raw (still escaped) path, raw query, hop header."""
         params = parse_query(query) if query else {}
         return cls(
@@ -227,7 +228,9 @@ class Flow:
         if request.fqn:
             path = sanitize_fqn(request.fqn)
             if not fqn_allowed(path, self._settings.fqn_allow):
-                raise Failure(400, f"etl_fqn {path!r} is outside the folders allowed by AISETL_FQN_ALLOW")
+                raise Failure(
+                    400, f"etl_fqn {path!r} is outside the folders allowed by AISETL_FQN_ALLOW"
+                )
             return FileSource(path)
         if request.from_target:
             return UpstreamSource(self._client, self._settings.target_url, request.path)

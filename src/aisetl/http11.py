@@ -49,9 +49,13 @@ class LengthBodyReader(io.RawIOBase):
         if self.remaining <= 0:
             return 0
         want = min(len(buffer), self.remaining)
-        data = self._stream.read1(want) if hasattr(self._stream, "read1") else self._stream.read(want)
+        data = (
+            self._stream.read1(want) if hasattr(self._stream, "read1") else self._stream.read(want)
+        )
         if not data:
-            raise ClientGone(f"client closed the connection with {self.remaining} body bytes unsent")
+            raise ClientGone(
+                f"client closed the connection with {self.remaining} body bytes unsent"
+            )
         size = len(data)
         buffer[:size] = data
         self.remaining -= size
@@ -113,7 +117,9 @@ class ChunkedBodyReader(io.RawIOBase):
                 raise BodyTooLarge(self._limit)
             self._left_in_chunk = size
         want = min(len(buffer), self._left_in_chunk)
-        data = self._stream.read1(want) if hasattr(self._stream, "read1") else self._stream.read(want)
+        data = (
+            self._stream.read1(want) if hasattr(self._stream, "read1") else self._stream.read(want)
+        )
         if not data:
             raise ClientGone("client closed the connection inside a chunk")
         size = len(data)

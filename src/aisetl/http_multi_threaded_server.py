@@ -8,6 +8,7 @@ processes on one port, and a graceful stop that finishes the objects in flight.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -59,7 +60,9 @@ class HTTPMultiThreadedServer(ETLServer):
         """Serve until SIGTERM; ``workers`` processes (default ``NUM_WORKERS`` or 1)."""
         sock = bind_socket(self.host, self.port)
         count = workers or self.settings.num_workers or 1
-        self.logger.info("HTTP multi-threaded server on %s:%d, %d worker(s)", self.host, self.port, count)
+        self.logger.info(
+            "HTTP multi-threaded server on %s:%d, %d worker(s)", self.host, self.port, count
+        )
         run_workers(sock, count, self.serve_socket, self.settings.grace_period, self.logger)
 
     def serve_socket(self, sock: socket.socket) -> None:
@@ -67,7 +70,9 @@ class HTTPMultiThreadedServer(ETLServer):
         httpd = ThreadingETLHTTPServer(sock, self)
 
         def stop(signum: int, _frame: Any) -> None:
-            self.logger.info("Received %s: finishing objects in flight", signal.Signals(signum).name)
+            self.logger.info(
+                "Received %s: finishing objects in flight", signal.Signals(signum).name
+            )
             threading.Thread(target=httpd.shutdown, daemon=True).start()
 
         if threading.current_thread() is threading.main_thread():
@@ -113,7 +118,9 @@ class ThreadingETLHTTPServer(socketserver.ThreadingMixIn, HTTPServer):
         self.stopping = True
         with self._idle:
             if not self._idle.wait_for(lambda: self._in_flight == 0, timeout=timeout):
-                self.etl.logger.warning("%d request(s) still running after the grace period", self._in_flight)
+                self.etl.logger.warning(
+                    "%d request(s) still running after the grace period", self._in_flight
+                )
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -127,7 +134,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.connection.settimeout(self.server.etl.settings.keepalive_timeout)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         """Access logging is off; failures are logged by the flow."""
 
     def handle_one_request(self) -> None:
@@ -167,9 +174,16 @@ class _Handler(BaseHTTPRequestHandler):
         method = self.command
         if path == HEALTH_PATH:
             if method in ("GET", "HEAD"):
-                self._send(Reply(200, {"Content-Type": TEXT_PLAIN}, HEALTH_BODY), head_only=method == "HEAD")
+                self._send(
+                    Reply(200, {"Content-Type": TEXT_PLAIN}, HEALTH_BODY),
+                    head_only=method == "HEAD",
+                )
             else:
-                self._send_failure(path, Failure(405, f"Method {method} is not allowed on /health; use GET"), {"Allow": "GET, HEAD"})
+                self._send_failure(
+                    path,
+                    Failure(405, f"Method {method} is not allowed on /health; use GET"),
+                    {"Allow": "GET, HEAD"},
+                )
             return
         request = ObjectRequest.from_http(method, path, query, self.headers.get(HEADER_NODE_URL))
         flow = self.server.etl.flow
@@ -178,7 +192,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(
                 flow.failure_reply(
                     request.path,
-                    Failure(405, f"Method {method} is not supported: send PUT (hpush) or GET (hpull)"),
+                    Failure(
+                        405, f"Method {method} is not supported: send PUT (hpush) or GET (hpull)"
+                    ),
                 ),
                 extra={"Allow": "GET, PUT"},
             )
@@ -192,7 +208,7 @@ class _Handler(BaseHTTPRequestHandler):
         body: bytes | BinaryIO | None = None
         if raw is not None:
             if flow.wants_body_stream(request):
-                body = io.BufferedReader(raw, 256 * 1024)  # type: ignore[arg-type]
+                body = io.BufferedReader(raw, 256 * 1024)
             else:
                 try:
                     body = self._read_all(raw)
@@ -213,7 +229,9 @@ class _Handler(BaseHTTPRequestHandler):
         if coding is not None:
             if coding.split(",")[-1].strip().lower() != "chunked":
                 raise Failure(501, f"Transfer-Encoding {coding!r} is not supported; use chunked")
-            self.close_connection = self.close_connection or self.headers.get("Content-Length") is not None
+            self.close_connection = (
+                self.close_connection or self.headers.get("Content-Length") is not None
+            )
             return ChunkedBodyReader(self.rfile, limit)  # type: ignore[arg-type]
         length_header = self.headers.get("Content-Length")
         if length_header is None:
@@ -227,10 +245,12 @@ class _Handler(BaseHTTPRequestHandler):
         if isinstance(raw, LengthBodyReader):
             data = self.rfile.read(raw.remaining)
             if len(data) < raw.remaining:
-                raise ClientGone(f"client closed the connection with {raw.remaining - len(data)} body bytes unsent")
+                raise ClientGone(
+                    f"client closed the connection, {raw.remaining - len(data)} body bytes unsent"
+                )
             raw.remaining = 0
             return data
-        parts = []
+        parts: list[bytes] = []
         buffer = bytearray(256 * 1024)
         view = memoryview(buffer)
         while True:
@@ -266,7 +286,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_failure(self, path: str, failure: Failure, extra: dict[str, str]) -> None:
         self._send(self.server.etl.flow.failure_reply(path, failure), extra=extra)
 
-    def _send(self, reply: Reply, head_only: bool = False, extra: dict[str, str] | None = None) -> None:
+    def _send(
+        self, reply: Reply, head_only: bool = False, extra: dict[str, str] | None = None
+    ) -> None:
         headers = dict(reply.headers)
         if extra:
             headers.update(extra)
@@ -320,7 +342,5 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _abort(self) -> None:
         self.close_connection = True
-        try:
+        with contextlib.suppress(OSError):
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass

@@ -114,7 +114,9 @@ def load_server_class(spec: str) -> type[ETLServer]:
         )
     if len(found) > 1:
         names = ", ".join(sorted(cls.__name__ for cls in found))
-        raise LoadError(f"{spec} defines several server classes ({names}): name one as {target}:CLASS")
+        raise LoadError(
+            f"{spec} defines several server classes ({names}): name one as {target}:CLASS"
+        )
     return found[0]
 
 
@@ -137,8 +139,11 @@ def bind_framework(cls: type[ETLServer], server: str | None) -> type[ETLServer]:
     if bound is not None:
         if server is not None and server != bound:
             raise LoadError(
-                f"{cls.__name__} is built on the {bound} server; drop --server or use --server {bound}"
+                f"{cls.__name__} is built on the {bound} server: "
+                f"drop --server or pass --server {bound}"
             )
         return cls
     base = framework_class(server or "fastapi")
-    return type(cls.__name__, (base, cls), {"__module__": cls.__module__, "__qualname__": cls.__qualname__})
+    return type(
+        cls.__name__, (base, cls), {"__module__": cls.__module__, "__qualname__": cls.__qualname__}
+    )

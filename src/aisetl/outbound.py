@@ -16,6 +16,8 @@ import urllib3
 from urllib3.exceptions import (
     NewConnectionError,
     ProtocolError,
+)
+from urllib3.exceptions import (
     TimeoutError as Urllib3TimeoutError,
 )
 
@@ -88,7 +90,7 @@ class OutboundClient:
             retries=False,
             timeout=self._timeout,
             headers=self._headers,
-            **tls,  # type: ignore[arg-type]
+            **tls,
         )
 
     def get(self, url: str) -> urllib3.BaseHTTPResponse:

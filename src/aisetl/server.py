@@ -66,7 +66,9 @@ class ETLServer(ABC):
         has_transform = cls.transform is not ETLServer.transform
         has_stream = cls.transform_stream is not ETLServer.transform_stream
         if not has_transform and not has_stream:
-            raise TypeError(f"{cls.__name__} must override either transform() or transform_stream()")
+            raise TypeError(
+                f"{cls.__name__} must override either transform() or transform_stream()"
+            )
         #: True when the server streams (only ``transform_stream`` is overridden).
         self.use_streaming: bool = has_stream and not has_transform
         self.transform_is_async: bool = inspect.iscoroutinefunction(cls.transform)
@@ -101,4 +103,3 @@ class ETLServer(ABC):
     @abstractmethod
     def start(self) -> None:
         """Serve on ``self.host:self.port`` until SIGTERM (blocking)."""
-

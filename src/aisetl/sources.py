@@ -68,13 +68,17 @@ class FileSource(Source):
 
     def open(self) -> BinaryIO:
         try:
-            return open(self.path, "rb")  # noqa: SIM115 - the caller closes it
+            return open(self.path, "rb")
         except FileNotFoundError:
             raise Failure(404, f"Object file not found: no file at {self.path!r}") from None
         except IsADirectoryError:
-            raise Failure(400, f"etl_fqn names a directory, not an object file: {self.path!r}") from None
+            raise Failure(
+                400, f"etl_fqn names a directory, not an object file: {self.path!r}"
+            ) from None
         except OSError as exc:
-            raise Failure(500, f"Cannot read object file {self.path!r}: {exc.strerror or exc}") from None
+            raise Failure(
+                500, f"Cannot read object file {self.path!r}: {exc.strerror or exc}"
+            ) from None
 
     def load(self) -> bytes:
         with self.open() as reader:
@@ -139,7 +143,9 @@ class _UpstreamReader(io.RawIOBase):
         try:
             data = self._response.read(len(buffer))
         except Exception as exc:
-            raise Failure(502, f"Reading the object from the target failed: {describe_error(exc)}") from exc
+            raise Failure(
+                502, f"Reading the object from the target failed: {describe_error(exc)}"
+            ) from exc
         buffer[: len(data)] = data
         return len(data)
 
@@ -184,7 +190,9 @@ class UpstreamSource(Source):
         try:
             return response.read()
         except Exception as exc:
-            raise Failure(502, f"Reading the object from the target failed: {describe_error(exc)}") from exc
+            raise Failure(
+                502, f"Reading the object from the target failed: {describe_error(exc)}"
+            ) from exc
         finally:
             response.release_conn()
 
@@ -219,4 +227,4 @@ class IteratorReader(io.RawIOBase):
 
 def buffered_reader(raw: io.RawIOBase) -> BinaryIO:
     """Wrap a raw reader so transforms get the whole file API (read, readline, iteration)."""
-    return io.BufferedReader(raw, READ_CHUNK)  # type: ignore[arg-type]
+    return io.BufferedReader(raw, READ_CHUNK)

@@ -75,7 +75,7 @@ class Supervisor:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 self._serve(self._sock)
-            except BaseException:  # noqa: BLE001 - a worker must report, then exit
+            except BaseException:
                 self._logger.exception("worker %d failed", os.getpid())
                 code = 1
             finally:
@@ -84,7 +84,9 @@ class Supervisor:
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if not self._stopping:
-            self._logger.info("Received %s: stopping %d workers", signal.Signals(signum).name, len(self._children))
+            self._logger.info(
+                "Received %s: stopping %d workers", signal.Signals(signum).name, len(self._children)
+            )
         self._stopping = True
         for pid in list(self._children):
             try:

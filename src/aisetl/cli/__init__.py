@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every verb."""
     parser = argparse.ArgumentParser(
         prog="aisetl",
-        description="Build, test and run AIStore ETL transformation servers, with or without a cluster.",
+        description="Build, test and run AIStore ETL servers, with or without a cluster.",
     )
     subparsers = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     for verb in VERBS:

@@ -23,12 +23,24 @@ def register(subparsers: Any) -> None:
             "(path/to/server.py[:CLASS]). A class built on plain ETLServer runs on any --server."
         ),
     )
-    parser.add_argument("server_spec", metavar="SERVER", help="MODULE:CLASS or path/to/server.py[:CLASS]")
-    parser.add_argument("--server", choices=sorted(FRAMEWORKS), help="framework (default: the class's own, else fastapi)")
-    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: NUM_WORKERS or 1)")
-    parser.add_argument("--threads", type=int, default=None, help="transform threads per worker (default 32)")
+    parser.add_argument(
+        "server_spec", metavar="SERVER", help="MODULE:CLASS or path/to/server.py[:CLASS]"
+    )
+    parser.add_argument(
+        "--server",
+        choices=sorted(FRAMEWORKS),
+        help="framework (default: the class's own, else fastapi)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="worker processes (default: NUM_WORKERS or 1)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="transform threads per worker (default 32)"
+    )
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})"
+    )
     parser.set_defaults(handler=run)
 
 
