@@ -1,0 +1,592 @@
+"""Pure target-side wire functions: how a Go target spells its requests, names and errors.
+
+Nothing here does I/O. The functions reproduce Go's ``net/url`` behaviour where it matters
+(PROTOCOL.md §5.6): the hpush URL is built by appending the object name unescaped and letting
+Go's parser and serializer decide what reaches the wire.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+import string
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from urllib.parse import quote_from_bytes, unquote_to_bytes
+
+from aisetl.protocol import (
+    ETL_OBJECT_PATH,
+    QPARAM_ETL_ARGS,
+    QPARAM_ETL_FQN,
+    QPARAM_LATEST_VER,
+    fqn_query_value,
+    go_path_escape,
+    go_query_encode,
+    target_uname,
+)
+
+#: What a Go HTTP client sends as ``User-Agent`` when none is set.
+GO_USER_AGENT = "Go-http-client/1.1"
+#: Object-write-transaction code of a transform (``owt`` query parameter).
+OWT_TRANSFORM = "3"
+QPARAM_UUID = "uuid"
+QPARAM_OWT = "owt"
+QPARAM_ETL_NAME = "etl_name"
+QPARAM_ETL_PIPELINE = "etl_pipeline"
+QPARAM_PROVIDER = "provider"
+QPARAM_NAMESPACE = "namespace"
+OBJECTS_PATH = "/v1/objects"
+#: Message of the error a target records when an ETL answers 404.
+MSG_NOT_FOUND = "object not found"
+#: Message of ``cmn.ErrSkip`` (an inline request answered 204).
+MSG_SKIP = "skip"
+COMM_TYPES = ("hpush", "hpull", "ws")
+
+_SECRET_ALPHABET = string.ascii_letters
+_ID_ALPHABET = string.ascii_letters + string.digits
+_ETL_NAME_RE = re.compile(r"[a-z0-9-]{6,32}")
+_BUCKET_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_PLAIN_NAME_RE = re.compile(r"[A-Za-z0-9._~/-]*")
+
+
+# --- Go net/url emulation ---------------------------------------------------------------------
+
+
+class GoURLError(ValueError):
+    """Go's ``url.Parse`` rejected a URL; ``str()`` is Go's exact error text."""
+
+
+_UNRESERVED = "-_.~"
+# Characters each Go escaping mode leaves alone besides alphanumerics and "-_.~".
+_SAFE_PATH = "$&+,/:;=@"
+_SAFE_SEGMENT = "$&+:=@"
+_SAFE_FRAGMENT = "$&+,/:;=?@!()*"
+# Bytes ``validEncoded`` accepts without escaping in a path.
+_VALID_ENCODED = frozenset(
+    (string.ascii_letters + string.digits + _UNRESERVED + "!$&'()*+,;=:@[]%/").encode()
+)
+_VALID_ENCODED_FRAGMENT = _VALID_ENCODED | frozenset(b"?")
+_HEXDIGITS = frozenset(string.hexdigits.encode())
+
+
+def _escape(raw: bytes, safe: str) -> str:
+    return quote_from_bytes(raw, safe=safe)
+
+
+def _unescape(raw: bytes) -> bytes:
+    """Percent-decode like Go (``+`` untouched); raises the Go escape error on a bad ``%``."""
+    index = raw.find(b"%")
+    while index >= 0:
+        triple = raw[index : index + 3]
+        if len(triple) < 3 or triple[1] not in _HEXDIGITS or triple[2] not in _HEXDIGITS:
+            raise GoURLError("invalid URL escape " + go_quote(triple))
+        index = raw.find(b"%", index + 3)
+    return unquote_to_bytes(raw) if b"%" in raw else raw
+
+
+def _valid_encoded(raw: bytes, allowed: frozenset[int]) -> bool:
+    return all(byte in allowed for byte in raw)
+
+
+def _has_ctl(raw: bytes) -> bool:
+    return any(byte < 0x20 or byte == 0x7F for byte in raw)
+
+
+def go_quote(value: str | bytes) -> str:
+    """Go's ``strconv.Quote``: double-quoted, with Go escapes for non-printable runes."""
+    raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
+    out = ['"']
+    text = raw.decode("utf-8", "surrogateescape")
+    for char in text:
+        code = ord(char)
+        if 0xDC80 <= code <= 0xDCFF:  # an invalid UTF-8 byte
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif char in '"\\':
+            out.append("\\" + char)
+        elif char.isprintable():
+            out.append(char)
+        elif char in _GO_CHAR_ESCAPES:
+            out.append(_GO_CHAR_ESCAPES[char])
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\x{code:02x}")
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    out.append('"')
+    return "".join(out)
+
+
+_GO_CHAR_ESCAPES = {
+    "\a": "\\a",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\v": "\\v",
+}
+
+
+@dataclass(frozen=True)
+class GoURL:
+    """The parts of a URL as Go's ``url.Parse`` stores them (byte strings, decoded path)."""
+
+    scheme: str
+    host: str
+    path: bytes
+    raw_path: bytes
+    force_query: bool
+    raw_query: bytes
+    fragment: bytes
+    raw_fragment: bytes
+
+    def escaped_path(self) -> str:
+        """Go's ``URL.EscapedPath``: the raw path when it is a valid spelling, else re-escaped."""
+        if self.raw_path and _valid_encoded(self.raw_path, _VALID_ENCODED):
+            try:
+                if _unescape(self.raw_path) == self.path:
+                    return self.raw_path.decode("ascii")
+            except GoURLError:
+                pass
+        return _escape(self.path, _SAFE_PATH)
+
+    def request_uri(self) -> str:
+        """Go's ``URL.RequestURI``: what goes on the request line (query kept raw)."""
+        result = self.escaped_path() or "/"
+        if self.force_query or self.raw_query:
+            result += "?" + self.raw_query.decode("utf-8", "surrogateescape")
+        return result
+
+    def __str__(self) -> str:
+        """Go's ``URL.String``."""
+        out = f"{self.scheme}://{self.host}" if self.scheme else ""
+        path = self.escaped_path()
+        if path and not path.startswith("/") and self.host:
+            out += "/"
+        out += path
+        if self.force_query or self.raw_query:
+            out += "?" + self.raw_query.decode("utf-8", "surrogateescape")
+        if self.fragment:
+            frag = self.raw_fragment
+            if not (frag and _valid_encoded(frag, _VALID_ENCODED_FRAGMENT)):
+                frag = _escape(self.fragment, _SAFE_FRAGMENT).encode()
+            out += "#" + frag.decode("utf-8", "surrogateescape")
+        return out
+
+
+def go_parse_url(url: str) -> GoURL:
+    """Go's ``url.Parse`` for absolute ``scheme://host/path?query#fragment`` URLs.
+
+    Raises :class:`GoURLError` carrying Go's message, e.g.
+    ``parse "http://h/b/100%.txt": invalid URL escape "%.t"``.
+    """
+    raw = url.encode("utf-8", "surrogateescape")
+    head, _, frag = raw.partition(b"#")
+    try:
+        parsed = _go_parse(head)
+    except GoURLError as exc:
+        raise GoURLError(f"parse {go_quote(head)}: {exc}") from None
+    if not frag:
+        return parsed
+    try:
+        fragment = _unescape(frag)
+    except GoURLError as exc:
+        raise GoURLError(f"parse {go_quote(raw)}: {exc}") from None
+    raw_fragment = b"" if _escape(fragment, _SAFE_FRAGMENT).encode() == frag else frag
+    return GoURL(
+        parsed.scheme,
+        parsed.host,
+        parsed.path,
+        parsed.raw_path,
+        parsed.force_query,
+        parsed.raw_query,
+        fragment,
+        raw_fragment,
+    )
+
+
+def _go_parse(raw: bytes) -> GoURL:
+    if _has_ctl(raw):
+        raise GoURLError("net/url: invalid control character in URL")
+    scheme, sep, rest = raw.partition(b"://")
+    if not sep or not scheme.isalpha():
+        raise GoURLError("only absolute URLs are supported by this emulation")
+    force_query = False
+    if rest.endswith(b"?") and rest.count(b"?") == 1:
+        force_query, rest, query = True, rest[:-1], b""
+    else:
+        rest, _, query = rest.partition(b"?")
+    slash = rest.find(b"/")
+    host, rest = (rest, b"") if slash < 0 else (rest[:slash], rest[slash:])
+    path = _unescape(rest)
+    raw_path = b"" if _escape(path, _SAFE_PATH).encode() == rest else rest
+    return GoURL(
+        scheme.decode().lower(),
+        host.decode("utf-8", "surrogateescape"),
+        path,
+        raw_path,
+        force_query,
+        query,
+        b"",
+        b"",
+    )
+
+
+def go_join_path(base: str, path: str) -> str:
+    """``cos.JoinPath``: join with exactly one slash between the two parts."""
+    if not path:
+        return base
+    if base.endswith("/") and path.startswith("/"):
+        return base + path[1:]
+    if not base.endswith("/") and not path.startswith("/"):
+        return base + "/" + path
+    return base + path
+
+
+# --- request builders -------------------------------------------------------------------------
+
+
+def hpush_url(base: str, bucket: str, obj: str, etl_args: str = "", fqn: str = "") -> str:
+    """The URL string a Go target hands to its HTTP client for an hpush PUT (§5.1).
+
+    The object name is appended unescaped; ``fqn`` (when given) is the object's path on disk.
+    """
+    query: dict[str, str] = {}
+    if etl_args:
+        query[QPARAM_ETL_ARGS] = etl_args
+    if fqn:
+        query[QPARAM_ETL_FQN] = fqn_query_value(fqn)
+    url = go_join_path(base, f"{bucket}/{obj}")
+    return f"{url}?{go_query_encode(query)}" if query else url
+
+
+def hpush_request_uri(
+    base: str,
+    bucket: str,
+    obj: str,
+    etl_args: str = "",
+    fqn: str = "",
+    *,
+    faithful: bool = True,
+) -> str:
+    """The request-line target of an hpush PUT.
+
+    ``faithful``: exactly what Go puts on the wire, defects included (§5.6: ``?`` and ``#``
+    cut the path; a malformed ``%`` raises :class:`GoURLError` because no request is sent).
+    Otherwise the object name is escaped properly, as a fixed target would do.
+    """
+    if faithful:
+        if _PLAIN_NAME_RE.fullmatch(bucket) and _PLAIN_NAME_RE.fullmatch(obj):
+            url = hpush_url("", bucket, obj, etl_args, fqn)
+            return "/" + url.lstrip("/")
+        return go_parse_url(hpush_url(base, bucket, obj, etl_args, fqn)).request_uri()
+    path = "/" + go_path_escape(bucket) + "/" + quote_object_path(obj)
+    query: dict[str, str] = {}
+    if etl_args:
+        query[QPARAM_ETL_ARGS] = etl_args
+    if fqn:
+        query[QPARAM_ETL_FQN] = fqn_query_value(fqn)
+    return f"{path}?{go_query_encode(query)}" if query else path
+
+
+def quote_object_path(obj: str) -> str:
+    """Escape an object name for a URL path the way Go escapes ``URL.Path`` (``/`` kept)."""
+    return _escape(obj.encode("utf-8", "surrogateescape"), _SAFE_PATH)
+
+
+def hpull_query(etl_args: str = "", fqn: str = "", latest_ver: bool = False) -> str:
+    """The sorted query of an hpull GET or redirect (§6.1, §6.2)."""
+    query: dict[str, str] = {}
+    if etl_args:
+        query[QPARAM_ETL_ARGS] = etl_args
+    if fqn:
+        query[QPARAM_ETL_FQN] = fqn_query_value(fqn)
+    if latest_ver:
+        query[QPARAM_LATEST_VER] = "true"
+    return go_query_encode(query)
+
+
+def hpull_request_uri(
+    uname: str, etl_args: str = "", fqn: str = "", latest_ver: bool = False
+) -> str:
+    """The request-line target of an offline hpull GET: ``/<uname as one segment>[?query]``."""
+    query = hpull_query(etl_args, fqn, latest_ver)
+    path = "/" + go_path_escape(uname)
+    return f"{path}?{query}" if query else path
+
+
+def hpull_location(
+    server_url: str, uname: str, etl_args: str = "", fqn: str = "", latest_ver: bool = False
+) -> str:
+    """The ``Location`` of the 307 a target answers to an inline hpull GET (§6.1)."""
+    return go_join_path(server_url, hpull_request_uri(uname, etl_args, fqn, latest_ver))
+
+
+def destination_hop(target_url: str, dst_uname: str, job_id: str = "") -> str:
+    """The destination-target hop (§8.3); ``job_id`` adds ``?owt=3&uuid=<job_id>``."""
+    url = go_join_path(target_url, go_path_escape(dst_uname))
+    if job_id:
+        url += "?" + go_query_encode({QPARAM_OWT: OWT_TRANSFORM, QPARAM_UUID: job_id})
+    return url
+
+
+def pack_pipeline(hops: Iterable[str]) -> str:
+    """Join hop URLs into an ``Ais-Node-Url`` value."""
+    return ",".join(hops)
+
+
+def etl_target_url(target_url: str, etl_name: str, secret: str) -> str:
+    """``AIS_TARGET_URL`` of an ETL on a target (TV-01)."""
+    return f"{target_url.rstrip('/')}{ETL_OBJECT_PATH}/{etl_name}/{secret}"
+
+
+def request_head(
+    method: str,
+    uri: str,
+    host: str,
+    headers: Sequence[tuple[str, str]] = (),
+    content_length: int | None = None,
+    user_agent: str = GO_USER_AGENT,
+) -> bytes:
+    """A request head laid out as Go's client writes it.
+
+    Order: request line, ``Host``, ``User-Agent``, ``Content-Length`` (when given), then the
+    other headers sorted by name.
+    """
+    lines = [f"{method} {uri} HTTP/1.1", f"Host: {host}", f"User-Agent: {user_agent}"]
+    if content_length is not None:
+        lines.append(f"Content-Length: {content_length}")
+    lines.extend(f"{name}: {value}" for name, value in sorted(headers))
+    lines.append("\r\n")
+    return "\r\n".join(lines).encode("utf-8", "surrogateescape")
+
+
+# --- names ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ObjectName:
+    """An object's full name: provider, namespace (``""`` = global), bucket and object."""
+
+    provider: str
+    namespace: str
+    bucket: str
+    name: str
+
+    @property
+    def uname(self) -> str:
+        """``<provider>/@<ns>/<bucket>/<object>`` (global namespace ``@#``)."""
+        return target_uname(self.bucket, self.name, self.provider, self.namespace)
+
+    @property
+    def cname(self) -> str:
+        """``<provider>://[<ns>/]<bucket>/<object>``, as targets name objects in errors."""
+        return bucket_cname(self.provider, self.namespace, self.bucket) + "/" + self.name
+
+
+_SCHEMES = {"aws": "s3", "gcp": "gs", "azure": "az"}
+
+
+def bucket_cname(provider: str, namespace: str, bucket: str) -> str:
+    """``ais://bucket`` or ``ais://@uuid#ns/bucket``; ``aws`` is spelled ``s3`` etc."""
+    scheme = _SCHEMES.get(provider, provider)
+    if not namespace:
+        return f"{scheme}://{bucket}"
+    ns = "@" + namespace if "#" in namespace else "@#" + namespace
+    return f"{scheme}://{ns}/{bucket}"
+
+
+class UnameError(ValueError):
+    """A uname that a target cannot parse; ``status`` is the HTTP status it answers."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def parse_uname(uname: str) -> ObjectName:
+    """Parse ``<provider>/<ns>/<bucket>/<object>`` as a target does (``meta.ParseUname``)."""
+    parts = uname.split("/", 3)
+    provider = parts[0] if len(parts) > 1 else ""
+    ns_part = parts[1] if len(parts) > 2 else ""
+    bucket = parts[2] if len(parts) > 3 else ""
+    name = parts[3] if len(parts) > 3 else ""
+    if not bucket:
+        raise UnameError("bucket name is missing")
+    if not _valid_bucket_name(bucket):
+        raise UnameError(
+            "bucket name is invalid: may only contain letters, numbers, dashes (-), "
+            "underscores (_), and dots (.)"
+        )
+    namespace = _parse_namespace(ns_part)
+    if not name:
+        raise UnameError(f"parse-uname {uname!r}: missing object name")
+    return ObjectName(provider, namespace, bucket, name)
+
+
+def _parse_namespace(ns: str) -> str:
+    if ns in ("@#", ""):
+        return ""
+    body = ns[1:] if ns.startswith("@") else ns
+    uuid, sep, name = body.partition("#")
+    if not sep:
+        return uuid
+    return f"{uuid}#{name}" if uuid else name
+
+
+def _valid_bucket_name(name: str) -> bool:
+    return bool(_BUCKET_NAME_RE.fullmatch(name)) and ".." not in name
+
+
+def validate_bucket_name(name: str) -> None:
+    """Raise ``ValueError`` unless ``name`` is a valid AIStore bucket name."""
+    if not _valid_bucket_name(name):
+        raise ValueError(
+            f"invalid bucket name {name!r}: use 1-64 letters, digits, '-', '_' or '.' (no '..')"
+        )
+
+
+def validate_etl_name(name: str) -> None:
+    """Raise ``ValueError`` unless a target accepts ``name`` (6-32 of ``a-z 0-9 -``)."""
+    if not _ETL_NAME_RE.fullmatch(name):
+        raise ValueError(
+            f"invalid ETL name {name!r}: use 6 to 32 characters, only a-z, 0-9 and '-'"
+        )
+
+
+@dataclass(frozen=True)
+class ObjectPath:
+    """The parts of an ETL object-endpoint path (§6.4)."""
+
+    etl_name: str
+    secret: str
+    object: ObjectName
+
+
+def parse_etl_object_path(raw_path: str) -> ObjectPath:
+    """Parse ``/v1/etl/_object/<etl>/<secret>/<uname>`` (raw, still escaped).
+
+    The uname may be one escaped segment or slash-separated; it is percent-decoded once.
+    Raises :class:`UnameError` (status 400) when the shape is wrong.
+    """
+    items = [item for item in raw_path.lstrip("/").split("/", 5) if item]
+    if len(items) < 6 or items[:3] != ["v1", "etl", "_object"]:
+        raise UnameError(f"invalid URL {raw_path.lstrip('/')!r}: expected 6 items")
+    try:
+        uname = _unescape(items[5].encode("utf-8", "surrogateescape"))
+    except GoURLError as exc:
+        raise UnameError(str(exc)) from None
+    return ObjectPath(items[3], items[4], parse_uname(uname.decode("utf-8", "surrogateescape")))
+
+
+# --- results and errors -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ObjError:
+    """One failed object, as a target records it (``{"obj_name", "msg", "ecode"}``, §10.2)."""
+
+    obj_name: str
+    msg: str
+    ecode: int = 0
+
+    def as_dict(self) -> dict[str, str | int]:
+        """The JSON shape a proxy returns in ``obj_errors``."""
+        return {"obj_name": self.obj_name, "msg": self.msg, "ecode": self.ecode}
+
+
+def etl_error_message(status: int, body: bytes) -> str:
+    """The message a target records for an ETL's error status (404 → ``object not found``)."""
+    if status == 404:
+        return MSG_NOT_FOUND
+    return "ETL error: " + body.decode("utf-8", "replace")
+
+
+def ais_error_body(
+    message: str, status: int, method: str, url_path: str, remote_addr: str, node: str
+) -> bytes:
+    """An AIS JSON error body (``cmn.ErrHTTP``)."""
+    return json.dumps(
+        {
+            "message": message,
+            "method": method,
+            "url_path": url_path,
+            "remote_addr": remote_addr,
+            "caller": "",
+            "node": node,
+            "status": status,
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def go_status_text(status: int) -> str:
+    """Go's ``http.StatusText`` for the statuses a target reports."""
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+def retriable_status_message(status: int) -> str:
+    """The error a target keeps after exhausting retries of the 503 contract."""
+    return f"{status} {go_status_text(status)}: retriable soft error"
+
+
+def go_client_error(method: str, url: str, reason: str) -> str:
+    """A Go ``*url.Error`` text: ``Put "http://...": <reason>``."""
+    op = method[:1].upper() + method[1:].lower()
+    return f"{op} {go_quote(url)}: {reason}"
+
+
+# --- timing and placement ---------------------------------------------------------------------
+
+
+def retry_sleeps(
+    retries: int = 10, sleep: float = 1.0, cap: float = 5.0, scale: float = 1.0
+) -> list[float]:
+    """Sleeps between a target's attempts (§5.4): 1, 1.5, 2, ... capped, times ``scale``."""
+    sleeps: list[float] = []
+    current = sleep
+    for attempt in range(retries):
+        if attempt:
+            current = min(current + sleep / 2, cap)
+        sleeps.append(current * scale)
+    return sleeps
+
+
+def stable_owner(uname: str, target_ids: Sequence[str]) -> int:
+    """Index of the target that owns ``uname``: highest random weight (HRW) over target IDs."""
+    best, best_weight = 0, -1
+    for index, tid in enumerate(target_ids):
+        digest = hashlib.blake2b(f"{tid}\x00{uname}".encode("utf-8", "surrogateescape"))
+        weight = int.from_bytes(digest.digest()[:8], "big")
+        if weight > best_weight:
+            best, best_weight = index, weight
+    return best
+
+
+def new_secret() -> str:
+    """A fresh ETL secret: 10 random ASCII letters."""
+    return "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(10))
+
+
+def new_job_id() -> str:
+    """A job ID shaped like AIStore's (letters and digits, starting with a letter)."""
+    return secrets.choice(string.ascii_letters) + "".join(
+        secrets.choice(_ID_ALPHABET) for _ in range(9)
+    )
+
+
+def header_value(headers: Mapping[str, str], name: str) -> str | None:
+    """Case-insensitive header lookup in a plain mapping."""
+    lowered = name.lower()
+    for key, value in headers.items():
+        if key.lower() == lowered:
+            return value
+    return None
