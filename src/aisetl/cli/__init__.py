@@ -6,10 +6,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from aisetl.cli import serve
+from aisetl.cli import get, new, run, serve, spec
 
 #: Verb modules; each has ``register(subparsers)`` and sets ``handler`` on its parser.
-VERBS = [serve]
+VERBS = [serve, run, get, new, spec]
 
 
 class CommandError(Exception):

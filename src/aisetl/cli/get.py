@@ -1,0 +1,155 @@
+"""``aisetl get``: an inline transform of one file, like ``ais etl object``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from aisetl.cli.stages import StageError, launch, load_stage, name_stages
+from aisetl.loader import FRAMEWORKS
+from aisetl.spec import DEFAULT_INIT_TIMEOUT, DEFAULT_OBJ_TIMEOUT
+from aisetl.target import Cluster
+
+EPILOG = """\
+The server starts as a real process; an emulated target sends FILE to it over the chosen
+communication type (a client's GET with etl_name, as `ais etl object` does) and the result
+goes to OUT (default: standard output). An etl_spec.yaml beside the server's file supplies
+the communication type, timeouts and environment (flags override it).
+
+exit codes:
+  0  the result was written
+  1  the server answered an error (its message is shown)
+  2  bad input: SERVER does not import or has no server class, FILE is missing, the
+     server never became healthy, an invalid etl_spec.yaml field
+"""
+
+_BUCKET = "local"
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``get`` verb."""
+    parser = subparsers.add_parser(
+        "get",
+        help="transform one file through a server (inline, like `ais etl object`)",
+        description="Transform FILE through SERVER and write the result.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "server", metavar="SERVER", help="path/to/server.py[:CLASS] or MODULE:CLASS"
+    )
+    parser.add_argument("file", metavar="FILE", help="the object to transform (a local file)")
+    parser.add_argument("--args", default="", metavar="STR", help="etl_args for the request")
+    parser.add_argument(
+        "-o", "--output", metavar="OUT", help="write the result here (default stdout)"
+    )
+    parser.add_argument(
+        "--comm",
+        choices=("hpush", "hpull", "ws"),
+        help="communication type (default: spec's or hpush)",
+    )
+    parser.add_argument(
+        "--fqn", action="store_true", help="pass the file's path instead of its bytes"
+    )
+    parser.add_argument(
+        "--server",
+        dest="framework",
+        choices=sorted(FRAMEWORKS),
+        help="framework for plain ETLServer classes (default: the class's own, else fastapi)",
+    )
+    parser.add_argument("--spec", metavar="FILE", help="etl_spec.yaml to use for SERVER")
+    parser.add_argument(
+        "--no-spec", action="store_true", help="ignore an etl_spec.yaml beside SERVER"
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="server variable (repeatable)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, metavar="S", help="seconds per attempt (default: spec's or 10)"
+    )
+    parser.set_defaults(handler=run)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    folder = path.resolve().parent
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".~aisetl-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run(args: argparse.Namespace) -> int:
+    """Transform one file and write the result."""
+    from aisetl.cli import CommandError
+    from aisetl.cli.run import _env_map, check_ws
+
+    source = Path(args.file)
+    if not source.is_file():
+        raise CommandError(f"{args.file}: no such file")
+    if args.timeout is not None and args.timeout <= 0:
+        raise CommandError("--timeout must be a positive number of seconds")
+    out = Path(args.output) if args.output and args.output != "-" else None
+    if out is not None:
+        if out.is_dir():
+            raise CommandError(f"-o {args.output} is a folder")
+        if not out.resolve().parent.is_dir():
+            raise CommandError(f"-o {args.output}: folder {out.resolve().parent} does not exist")
+    env = _env_map(args.env)
+    try:
+        stage = load_stage(
+            args.server,
+            args.framework,
+            spec_path=Path(args.spec) if args.spec else None,
+            use_spec=not args.no_spec,
+        )
+    except StageError as exc:
+        raise CommandError(str(exc)) from None
+    name_stages([stage])
+    spec = stage.spec
+    comm = args.comm or (spec.comm if spec else "hpush")
+    check_ws(comm, stage)
+    timeout = args.timeout or (spec.obj_timeout if spec else DEFAULT_OBJ_TIMEOUT)
+    with Cluster(obj_timeout=timeout, ws_timeout=timeout, record=0) as cluster:
+        target = cluster.targets[0]
+        target.attach_bucket(_BUCKET, source.resolve().parent)
+        try:
+            (etl,) = launch(
+                cluster,
+                [stage],
+                comm=comm,
+                init_timeout=spec.init_timeout if spec else DEFAULT_INIT_TIMEOUT,
+                obj_timeout=timeout,
+                extra_env=env,
+            )
+        except StageError as exc:
+            raise CommandError(str(exc)) from None
+        result = target.transform(
+            etl, _BUCKET, source.name, comm=comm, fqn=args.fqn, etl_args=args.args
+        )
+        logs = etl.logs()
+    if result.error is not None:
+        print(f"aisetl get: {args.file}: {result.error.msg}", file=sys.stderr)
+        if result.status >= 500 and logs:
+            tail = "\n".join(logs.strip().splitlines()[-10:])
+            print(f"--- server log (tail) ---\n{tail}", file=sys.stderr)
+        return 1
+    data = result.content or b""
+    if out is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        _write_atomic(out, data)
+        print(f"wrote {out} ({len(data)} bytes)", file=sys.stderr)
+    return 0
