@@ -15,7 +15,6 @@ from aisetl.protocol import (
     HEADER_ETL_RETRY_REASON,
     HEADER_NODE_URL,
     RETRY_REASON_DIRECT_PUT_TRANSIENT,
-    ws_control_message,
 )
 from aisetl.target.http import TIMEOUT, HTTPClient, Response, TransportError
 from aisetl.target.record import DRIVER, Record, Recorder
@@ -33,6 +32,7 @@ from aisetl.target.wire import (
     request_head,
     retriable_status_message,
     retry_sleeps,
+    ws_control_message,
 )
 from aisetl.target.ws import WSError, WSPool
 

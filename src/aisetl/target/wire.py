@@ -364,6 +364,44 @@ def request_head(
     return "\r\n".join(lines).encode("utf-8", "surrogateescape")
 
 
+def go_json_string(value: str) -> bytes:
+    r"""A JSON string as the target's encoder writes it (jsoniter, ``EscapeHTML: false``).
+
+    ``"`` and ``\`` are escaped, ``\n \r \t`` by name, other bytes below 0x20 as
+    ``\u00xx``; everything else, ``<``, ``>``, ``&`` and non-ASCII included, is kept as is.
+    """
+    raw = value.encode("utf-8", "surrogateescape")
+    if not _JSON_SPECIAL.search(raw):
+        return b'"' + raw + b'"'
+    return b'"' + _JSON_SPECIAL.sub(_json_escape, raw) + b'"'
+
+
+_JSON_SPECIAL = re.compile(rb'["\\\x00-\x1f]')
+_JSON_NAMED = {b'"': b'\\"', b"\\": b"\\\\", b"\n": b"\\n", b"\r": b"\\r", b"\t": b"\\t"}
+
+
+def _json_escape(match: re.Match[bytes]) -> bytes:
+    char = match.group()
+    return _JSON_NAMED.get(char) or b"\\u%04x" % char[0]
+
+
+def ws_control_message(path: str, fqn: str = "", etl_args: str = "", pipeline: str = "") -> bytes:
+    """A target's ws control message (§7.3): compact JSON, Go field order, empty keys omitted.
+
+    ``fqn`` is the object's path on disk (it is escaped once here, as the target does).
+    Unlike :func:`aisetl.protocol.ws_control_message`, ``<``, ``>`` and ``&`` stay literal:
+    the target's JSON encoder does not HTML-escape (TV-50 shows a literal ``&``).
+    """
+    fields = (
+        (b"pipeline", pipeline),
+        (b"etl_args", etl_args),
+        (b"fqn", go_path_escape(fqn) if fqn else ""),
+        (b"path", path),
+    )
+    parts = [b'"' + key + b'":' + go_json_string(value) for key, value in fields if value]
+    return b"{" + b",".join(parts) + b"}"
+
+
 # --- names ------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,109 @@
+"""Launching server processes: environment, readiness, failures, stopping."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from aisetl.target import EmulatedTarget, ServerProcess, ServerStartError
+from aisetl.target.process import expand_argv
+
+SERVER = """
+import http.server, os, signal, sys
+port, mode = int(sys.argv[1]), sys.argv[2]
+for key in ("AIS_TARGET_URL", "DIRECT_PUT", "FOO"):
+    print(f"{key}={os.environ.get(key)}", flush=True)
+if mode == "crash":
+    print("boom: bad config", file=sys.stderr, flush=True)
+    sys.exit(3)
+if mode == "stubborn":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(500 if mode == "sick" else 200)
+        self.send_header("Content-Length", "7")
+        self.end_headers()
+        self.wfile.write(b"Running")
+
+    def log_message(self, *args):
+        pass
+
+http.server.HTTPServer(("127.0.0.1", port), Handler).serve_forever()
+"""
+
+
+@pytest.fixture
+def script(tmp_path: Path) -> str:
+    path = tmp_path / "server.py"
+    path.write_text(SERVER)
+    return str(path)
+
+
+def test_environment_and_logs(script: str) -> None:
+    with EmulatedTarget() as tgt:
+        etl = tgt.launch("env-etl", [sys.executable, script, "{port}", "ok"], env={"FOO": "bar"})
+        server = etl.server()
+        assert server.process is not None and server.process.alive
+        log = etl.logs()
+        assert f"AIS_TARGET_URL={etl.target_url()}" in log
+        assert etl.target_url() == f"{tgt.url}/v1/etl/_object/env-etl/{etl.secret}"
+        assert len(etl.secret) == 10 and etl.secret.isalpha()
+        assert "DIRECT_PUT=true" in log and "FOO=bar" in log
+        process = server.process
+    assert not process.alive  # stopped with the target
+
+
+def test_runtime_env_cannot_override_target_variables(script: str) -> None:
+    with EmulatedTarget() as tgt:
+        etl = tgt.launch(
+            "env-etl",
+            [sys.executable, script, "{port}", "ok"],
+            env={"AIS_TARGET_URL": "http://elsewhere", "DIRECT_PUT": "true"},
+            direct_put=False,
+        )
+        assert "AIS_TARGET_URL=http://elsewhere" not in etl.logs()
+        assert "DIRECT_PUT=false" in etl.logs()
+
+
+def test_crash_before_healthy(script: str) -> None:
+    with EmulatedTarget() as tgt:
+        with pytest.raises(ServerStartError, match="exited with code 3") as info:
+            tgt.launch("bad-etl", [sys.executable, script, "{port}", "crash"])
+        assert "boom: bad config" in info.value.log
+        assert "bad-etl" not in tgt.cluster.etls
+
+
+def test_never_healthy(script: str) -> None:
+    with EmulatedTarget() as tgt:
+        started = time.monotonic()
+        with pytest.raises(ServerStartError, match="did not become healthy") as info:
+            tgt.launch("sick-etl", [sys.executable, script, "{port}", "sick"], init_timeout=0.8)
+        assert time.monotonic() - started < 5
+        assert "status 500" in str(info.value)
+
+
+def test_stop_escalates_to_sigkill(script: str, tmp_path: Path) -> None:
+    process = ServerProcess(
+        [sys.executable, script, "0", "stubborn"], port=0, log_path=tmp_path / "log"
+    )
+    time.sleep(0.3)
+    started = time.monotonic()
+    assert process.stop(grace=0.3) == -9
+    assert time.monotonic() - started < 3 and not process.alive
+
+
+def test_fixed_port(script: str) -> None:
+    from aisetl.target import free_port
+
+    port = free_port()
+    with EmulatedTarget() as tgt:
+        etl = tgt.launch("port-etl", [sys.executable, script, "{port}", "ok"], port=port)
+        assert etl.url() == f"http://127.0.0.1:{port}"
+
+
+def test_expand_argv() -> None:
+    assert expand_argv(["x", "--port={port}", "{host}:{port}"], 8, "h") == ["x", "--port=8", "h:8"]
