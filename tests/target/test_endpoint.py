@@ -178,3 +178,30 @@ def test_refuse(tgt: EmulatedTarget) -> None:
         call(tgt.url, "GET", path)
     time.sleep(0.4)
     assert call(tgt.url, "GET", path)[0] == 200
+
+
+def test_uvloop_and_faults(raw_server: Callable[[Script], RawServer]) -> None:
+    server = raw_server(lambda request, conn, n: response(200, request.body.upper()))
+    with EmulatedTarget(use_uvloop=True, time_scale=0.001) as tgt:
+        tgt.bucket("b").put("o", b"abc")
+        tgt.attach("fast-etl", server.url)
+        assert tgt.hpush("fast-etl", "b", "o", fqn=False).content == b"ABC"
+        base = urlsplit(tgt.cluster.etl("fast-etl").target_url()).path
+        tgt.faults.reset()
+        with pytest.raises((ConnectionResetError, http.client.RemoteDisconnected)):
+            call(tgt.url, "GET", f"{base}/ais%2F@%23%2Fb%2Fo")
+        assert call(tgt.url, "GET", f"{base}/ais%2F@%23%2Fb%2Fo")[2] == b"abc"
+
+
+def test_without_fqn_feature(raw_server: Callable[[Script], RawServer]) -> None:
+    server = raw_server(lambda request, conn, n: response(200, request.body.upper()))
+    with EmulatedTarget(pass_fqn=False) as tgt:
+        tgt.bucket("b").put("o", b"abc")
+        tgt.attach("pull-etl", server.url, comm="hpull")
+        tgt.attach("push-etl", server.url)
+        redirect = tgt.get("b", "o", etl="pull-etl", follow_redirects=False)
+        assert redirect.status == 307 and "etl_fqn" not in (redirect.header("location") or "")
+        assert tgt.get("b", "o", etl="push-etl").body == b"ABC"
+        assert tgt.run_job("push-etl", "b", "dst").ok
+        assert tgt.bucket("dst").get("o") == b"ABC"
+    assert all("etl_fqn" not in r.uri for r in server.requests)

@@ -83,9 +83,11 @@ def test_direct_put_to_remote_target(cluster: Cluster, etl_name: str) -> None:
     assert t1.puts[-1].object.name == dst and t1.puts[-1].uuid == ""
 
 
-def test_pipeline_of_two_etls_with_args(cluster: Cluster) -> None:
+@pytest.mark.parametrize("first", ["fastapi-push", "fastapi-ws"])
+def test_pipeline_of_two_etls_with_args(cluster: Cluster, first: str) -> None:
+    """TV-51: inline, through an ETL stage; etl_args reach every stage."""
     t0 = cluster.targets[0]
-    result = t0.hpush("fastapi-push", "src", "a.txt", etl_args="!", pipeline=["flask-push"])
+    result = t0.transform(first, "src", "a.txt", etl_args="!", pipeline=["flask-push"])
     assert result.ok and result.content == upper("a.txt") + b"!!"
 
 
@@ -101,11 +103,11 @@ def test_pipeline_then_remote_destination(cluster: Cluster, first: str) -> None:
 @pytest.mark.parametrize("etl_name", ["fastapi-push", "fastapi-ws", "flask-pull", "threaded-push"])
 def test_job_over_two_targets(cluster: Cluster, etl_name: str) -> None:
     dst = f"job-{etl_name}"
-    cluster.core.placement = "hash"
+    cluster.placement = "hash"
     try:
         report = cluster.run_job(etl_name, "src", dst, ext={"txt": "out"}, prefix="")
     finally:
-        cluster.core.placement = "remote"
+        cluster.placement = "remote"
     assert report.ok, report.errors
     assert report.total == len(NAMES) and report.stored + report.delivered == len(NAMES)
     for name in NAMES:

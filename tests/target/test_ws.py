@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -43,7 +42,7 @@ def tgt() -> Iterator[EmulatedTarget]:
 def test_inline_pool_handshake(tgt: EmulatedTarget, ws_server: MakeWS) -> None:
     server = ws_server(upper_handler)
     etl = tgt.attach("ws-etl", server.url, comm="ws")
-    assert server.connections == 1 and server.paths == ["/ws"]
+    assert server.wait_for(lambda s: s.connections == 1) and server.paths == ["/ws"]
     assert server.user_agents == ["Go-http-client/1.1"]
     assert etl.inline_pools[0].size == 1
 
@@ -145,7 +144,7 @@ def test_server_drops_connection(tgt: EmulatedTarget, ws_server: MakeWS) -> None
     assert pool.live == 0 and any("1006" in error for error in pool.errors)
     again = tgt.ws(etl, "b", "a", fqn=False)  # the target never reconnects
     assert again.error is not None and "no open ws connection" in again.error.msg
-    assert server.connections == 1
+    assert server.wait_for(lambda s: s.connections == 1)
 
 
 def test_target_drops_connection_without_close_frame(
@@ -154,10 +153,7 @@ def test_target_drops_connection_without_close_frame(
     server = ws_server(upper_handler)
     tgt.attach("ws-etl", server.url, comm="ws")
     tgt.drop_ws("ws-etl")
-    deadline = time.monotonic() + 5
-    while not server.closes and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert server.closes and server.closes[0].rcvd is None
+    assert server.wait_for(lambda s: bool(s.closes)) and server.closes[0].rcvd is None
 
 
 def test_offline_job_pool(ws_server: MakeWS) -> None:
@@ -170,11 +166,9 @@ def test_offline_job_pool(ws_server: MakeWS) -> None:
         report = tgt.run_job("ws-etl", "src", "dst")
         assert report.ok and report.stored == 20
         assert tgt.bucket("dst").get("o7") == b"OBJ7"
-        assert server.connections == 2 + 8  # inline N x 1, then N x 4 for the job
-        deadline = time.monotonic() + 5
-        while len(server.closes) < 8 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert len(server.closes) == 8 and all(c.rcvd is None for c in server.closes)
+        assert server.wait_for(lambda s: s.connections == 2 + 8)  # N x 1 inline, N x 4 job
+        assert server.wait_for(lambda s: len(s.closes) == 8)
+        assert all(c.rcvd is None for c in server.closes)
 
 
 def test_ws_needs_direct_put(tgt: EmulatedTarget) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -58,6 +59,15 @@ class WSServer:
         with self.lock:
             self.messages.append(message)
         return message
+
+    def wait_for(self, condition: Callable[[WSServer], bool], timeout: float = 5.0) -> bool:
+        """Poll ``condition(self)`` until true or ``timeout`` (handlers run on threads)."""
+        deadline = time.monotonic() + timeout
+        while not condition(self):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
 
     def stop(self) -> None:
         if self._server is not None:

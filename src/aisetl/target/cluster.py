@@ -185,7 +185,7 @@ class AsyncTarget:
         name: str,
         *,
         comm: str | None = None,
-        fqn: bool = True,
+        fqn: bool | None = None,
         etl_args: str = "",
         pipeline: Sequence[ETL] = (),
         dst: Destination | None = None,
@@ -195,6 +195,7 @@ class AsyncTarget:
     ) -> TransformResult:
         """Send one object to ``etl``'s server as this target would and interpret the answer.
 
+        ``fqn``: pass the object's path (default: the cluster's ``pass_fqn``) or its bytes.
         Without ``dst`` it is an inline request (a 204 answer is an error). With ``dst`` the
         destination hop is added when another target owns the destination; the result is
         returned, not stored (see :meth:`copy`).
@@ -203,7 +204,7 @@ class AsyncTarget:
         task = Task(
             self.resolve(bucket),
             name,
-            fqn=fqn,
+            fqn=self.cluster.pass_fqn if fqn is None else fqn,
             etl_args=etl_args,
             hops=hops,
             sink=owner is None or owner == self.index,
@@ -242,7 +243,7 @@ class AsyncTarget:
         dst: Destination,
         *,
         comm: str | None = None,
-        fqn: bool = True,
+        fqn: bool | None = None,
         etl_args: str = "",
         pipeline: Sequence[ETL] = (),
         job_id: str = "",
@@ -271,9 +272,12 @@ class AsyncTarget:
         )
         if result.ok and result.content is not None:
             owner = self.cluster.targets[self.cluster.owner(obj, self.index)]
-            owner.mountpath.bucket(obj.bucket, obj.provider, obj.namespace).put(
-                obj.name, result.content
-            )
+            try:
+                owner.mountpath.bucket(obj.bucket, obj.provider, obj.namespace).put(
+                    obj.name, result.content
+                )
+            except (OSError, ValueError) as exc:
+                result.fail(f"failed to store {obj.cname}: {exc}")
         return result
 
     async def get(
@@ -334,6 +338,7 @@ class AsyncCluster:
         multiplier: int = 2,
         record: int = 10_000,
         ws_timeout: float = 60.0,
+        pass_fqn: bool = True,
     ) -> None:
         if targets < 1:
             raise ValueError("a cluster needs at least one target")
@@ -346,6 +351,8 @@ class AsyncCluster:
         self.faithful = faithful
         self.multiplier = multiplier
         self.ws_timeout = ws_timeout
+        #: False = the cluster feature ``Do-not-Allow-Passing-FQN-to-ETL`` (send bytes instead)
+        self.pass_fqn = pass_fqn
         self.recorder = Recorder(record)
         self.client = HTTPClient()
         self.etls: dict[str, ETL] = {}

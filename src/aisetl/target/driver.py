@@ -193,7 +193,10 @@ class Driver:
         soft = 0
         while True:
             result.attempts += 1
-            data = body() if body is not None else None
+            try:
+                data = body() if body is not None else None
+            except OSError as exc:  # the object vanished or cannot be read
+                return self._finish(result.fail(_read_error(exc), _read_status(exc)))
             head = request_head(
                 method, uri, f"{host}:{port}", headers, None if data is None else len(data)
             )
@@ -307,7 +310,10 @@ class Driver:
             etl_args=task.etl_args,
             pipeline=pipeline,
         )
-        payload = task.bucket.get(task.name) if body_mode else None
+        try:
+            payload = task.bucket.get(task.name) if body_mode else None
+        except OSError as exc:
+            return self._finish(result.fail(_read_error(exc), _read_status(exc)))
         result.attempts = 1
         try:
             reply = await pool.submit(control, payload)
@@ -322,3 +328,13 @@ class Driver:
         else:
             result.content = reply
         return self._finish(result)
+
+
+def _read_error(exc: OSError) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return MSG_NOT_FOUND
+    return f"failed to read the object: {exc.strerror or exc}"
+
+
+def _read_status(exc: OSError) -> int:
+    return 404 if isinstance(exc, FileNotFoundError) else 0

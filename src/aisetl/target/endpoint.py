@@ -62,7 +62,6 @@ class Endpoint:
         self.puts: deque[PutRecord] = deque(maxlen=max_puts)
         #: job ID (``uuid``) -> [objects, bytes] received by direct put
         self.received: dict[str, list[int]] = {}
-        self.feature_no_fqn = False
 
     async def __call__(self, request: Request) -> Reply:
         path = request.path
@@ -197,7 +196,7 @@ class Endpoint:
                 return self._error(
                     request, 400, "inline transform pipeline not supported for hpull://"
                 )
-            fqn = "" if self.feature_no_fqn else bucket.fqn(obj.name)
+            fqn = bucket.fqn(obj.name) if cluster.pass_fqn else ""
             location = hpull_location(etl.url(self.target.index), obj.uname, etl_args, fqn, latest)
             body = f'<a href="{_html_escape(location)}">Temporary Redirect</a>.\n\n'.encode()
             return Reply(
@@ -212,7 +211,6 @@ class Endpoint:
             etl_args=etl_args,
             pipeline=stages,
             latest_ver=latest,
-            fqn=not self.feature_no_fqn,
         )
         if result.error is not None:
             if result.error.msg == MSG_SKIP:

@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Sequence
 from http import HTTPStatus
+from typing import cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -165,8 +166,7 @@ class _ClientConnection(asyncio.Protocol):
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         _set_nodelay(transport)
         self.local = _addr(transport.get_extra_info("sockname"))
         self.remote = _addr(transport.get_extra_info("peername"))
@@ -503,8 +503,10 @@ class HTTPClient:
     ) -> Response:
         key = (host, port)
         replayable = method in ("GET", "HEAD") and (body is None or isinstance(body, bytes))
-        while True:
+        # Bounded: only pooled connections are retried, and the pool is bounded.
+        for _ in range(self.max_idle_per_host + 2):
             conn = self._take_idle(key)
+            fresh = conn is None
             if conn is None:
                 conn = await self._connect(host, port)
             if holder is not None:
@@ -512,11 +514,13 @@ class HTTPClient:
             try:
                 response = await conn.exchange(head, body, method == "HEAD")
             except _Stale:
+                if fresh:
+                    raise TransportError(EOF, "EOF") from None
                 continue
             except TransportError as exc:
                 # Go replays an idempotent request that failed on a reused connection
                 # before any response byte arrived (the server had closed it).
-                if conn.reused and replayable and not conn._got_bytes and exc.kind != TIMEOUT:
+                if not fresh and replayable and not conn._got_bytes and exc.kind != TIMEOUT:
                     continue
                 raise
             except BaseException:
@@ -524,6 +528,7 @@ class HTTPClient:
                 raise
             self._put_idle(conn)
             return response
+        raise TransportError(EOF, "EOF")
 
     async def request(
         self,
@@ -624,8 +629,7 @@ class _ServerConnection(asyncio.Protocol):
         self._receiving = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         _set_nodelay(transport)
         self.peer = _addr(transport.get_extra_info("peername"))
         self.server._connections.add(self)

@@ -90,7 +90,7 @@ class JobSpec:
     rename: Callable[[str], str] | None = None
     pipeline: Sequence[ETL] = ()
     comm: str | None = None  # default: the ETL's own comm type
-    fqn: bool = True
+    fqn: bool | None = None  # default: the cluster's pass_fqn
     workers: int = 16  # concurrent objects per target
     continue_on_error: bool = False
     skip_existing: bool = False
@@ -175,17 +175,22 @@ class _Job:
                 size = bucket.size(name)
             except OSError:
                 size = 0
-            result = await target.copy(
-                spec.etl,
-                bucket,
-                name,
-                dst,
-                comm=spec.comm,
-                fqn=spec.fqn,
-                pipeline=spec.pipeline,
-                job_id=report.job_id,
-                ws_pool=pool,
-            )
+            try:
+                result = await target.copy(
+                    spec.etl,
+                    bucket,
+                    name,
+                    dst,
+                    comm=spec.comm,
+                    fqn=spec.fqn,
+                    pipeline=spec.pipeline,
+                    job_id=report.job_id,
+                    ws_pool=pool,
+                )
+            except Exception as exc:  # a bad name, a full disk: the object fails, not the job
+                result = TransformResult(bucket.object_name(name).cname).fail(
+                    f"{type(exc).__name__}: {exc}"
+                )
             report.bytes_in += size
             self._account(result)
             self._progress()

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -82,6 +83,8 @@ class ServerProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        # Never outlive the interpreter, even when nobody calls stop().
+        weakref.finalize(self, _kill_if_running, self.proc)
 
     def __repr__(self) -> str:
         return f"<ServerProcess pid={self.pid} port={self.port} alive={self.alive}>"
@@ -173,6 +176,14 @@ class ServerProcess:
     async def astop(self, grace: float = 5.0) -> int | None:
         """:meth:`stop` without blocking the event loop."""
         return await asyncio.to_thread(self.stop, grace)
+
+
+def _kill_if_running(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
 
 
 async def start_server(

@@ -147,7 +147,7 @@ class Target:
         name: str,
         *,
         comm: str | None = None,
-        fqn: bool = True,
+        fqn: bool | None = None,
         etl_args: str = "",
         pipeline: Sequence[ETL | str] = (),
         dst: Destination | None = None,
@@ -199,7 +199,7 @@ class Target:
         name: str,
         dst: Destination,
         *,
-        fqn: bool = True,
+        fqn: bool | None = None,
         etl_args: str = "",
         pipeline: Sequence[ETL | str] = (),
     ) -> TransformResult:
@@ -258,7 +258,10 @@ class Cluster:
     omitted). ``placement``: ``"hash"`` (default), ``"local"``, ``"remote"`` or a function
     ``(uname, source index, targets) -> owner index``. ``time_scale`` scales retry sleeps;
     ``obj_timeout`` is the per-attempt timeout (Go default 10 s); ``faithful`` reproduces the
-    target's hpush URL defects (§5.6).
+    target's hpush URL defects (§5.6); ``pass_fqn=False`` is the cluster feature
+    ``Do-not-Allow-Passing-FQN-to-ETL`` (bytes instead of paths); ``multiplier`` is
+    ``tcb.bundle_multiplier`` (ws pools: N inline, N x 4 per job); ``ws_timeout`` bounds a ws
+    task (a real target has no such bound; the emulator must always stop).
     """
 
     def __init__(
@@ -273,6 +276,7 @@ class Cluster:
         multiplier: int = 2,
         record: int = 10_000,
         ws_timeout: float = 60.0,
+        pass_fqn: bool = True,
         policy: RetryPolicy | None = None,
         use_uvloop: bool = False,
     ) -> None:
@@ -285,6 +289,7 @@ class Cluster:
             multiplier=multiplier,
             record=record,
             ws_timeout=ws_timeout,
+            pass_fqn=pass_fqn,
         )
         self.targets = [Target(self, core) for core in self.core.targets]
         self._use_uvloop = use_uvloop
@@ -338,6 +343,15 @@ class Cluster:
             return func()
 
         return self.run(_call())
+
+    @property
+    def placement(self) -> Placement:
+        """Who owns a destination object: ``hash``, ``local``, ``remote`` or a function."""
+        return self.core.placement
+
+    @placement.setter
+    def placement(self, value: Placement) -> None:
+        self.core.placement = value
 
     # --- ETLs ---------------------------------------------------------------------------
 
@@ -444,7 +458,7 @@ class Cluster:
         rename: Callable[[str], str] | None = None,
         pipeline: Sequence[ETL | str] = (),
         comm: str | None = None,
-        fqn: bool = True,
+        fqn: bool | None = None,
         workers: int = 16,
         continue_on_error: bool = False,
         skip_existing: bool = False,
