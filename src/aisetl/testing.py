@@ -42,6 +42,10 @@ COMM_TYPES = ("hpush", "hpull", "ws")
 _ETL_ERROR_PREFIX = "ETL error: "
 _LOG_LINES = 20
 _names = itertools.count(1)
+_MSG_DELIVERED = (
+    "no result: the server answered as if it had delivered the object by direct put (over ws "
+    "that is how a server's failure reaches a target: ws has no error channel)"
+)
 
 
 class TransformFailed(Exception):
@@ -154,7 +158,7 @@ class LocalETL:
         """Send one object and return the transformed bytes; raise :class:`TransformFailed`."""
         result = self.send(data, comm=comm, fqn=fqn, path=path, etl_args=etl_args)
         if result.error is not None or result.content is None:
-            message = result.error or "the server delivered the result elsewhere (direct put)"
+            message = result.error or _MSG_DELIVERED
             status = result.status
             if result.raw.error is not None and result.raw.error.msg == MSG_NOT_FOUND:
                 status = status or 404

@@ -9,10 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from aisetl.cli.stages import StageError, launch, load_stage, name_stages
 from aisetl.loader import FRAMEWORKS
 from aisetl.spec import DEFAULT_INIT_TIMEOUT, DEFAULT_OBJ_TIMEOUT
-from aisetl.target import Cluster
 
 EPILOG = """\
 The server starts as a real process; an emulated target sends FILE to it over the chosen
@@ -94,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
     """Transform one file and write the result."""
     from aisetl.cli import CommandError
     from aisetl.cli.run import _env_map, check_ws
+    from aisetl.cli.stages import StageError, launch, load_stage, name_stages
+    from aisetl.target import Cluster
 
     source = Path(args.file)
     if not source.is_file():

@@ -12,13 +12,14 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aisetl.cli.progress import human_bytes, human_seconds, make_display
-from aisetl.cli.stages import Stage, StageError, check_port, launch, load_stage, name_stages
 from aisetl.loader import FRAMEWORKS
 from aisetl.spec import DEFAULT_INIT_TIMEOUT, DEFAULT_OBJ_TIMEOUT
-from aisetl.target import Bucket, Cluster, JobReport, JobSpec, ObjError, rename_with, run_job
+
+if TYPE_CHECKING:  # the emulator is imported when a run starts, not for every command
+    from aisetl.cli.stages import Stage
+    from aisetl.target import Cluster, JobReport
 
 EPILOG = """\
 SERVER is path/to/server.py[:CLASS] or MODULE:CLASS. An etl_spec.yaml beside the server's
@@ -191,6 +192,7 @@ def _inside(child: Path, parent: Path) -> bool:
 def check_folders(src_arg: str, dst_arg: str, prefix: str) -> tuple[Path, Path, int]:
     """Resolve --src and --dst, refuse overlaps; return them and the number of objects."""
     from aisetl.cli import CommandError
+    from aisetl.target import Bucket
 
     src = Path(src_arg)
     if not src.exists():
@@ -218,6 +220,7 @@ def check_folders(src_arg: str, dst_arg: str, prefix: str) -> tuple[Path, Path, 
 def plan(args: argparse.Namespace) -> RunPlan:
     """Check every argument and load every server; raise :class:`CommandError`."""
     from aisetl.cli import CommandError
+    from aisetl.cli.stages import StageError, check_port, load_stage, name_stages
 
     for flag, value in (("--workers", args.workers), ("--concurrency", args.concurrency)):
         if value is not None and value < 1:
@@ -348,6 +351,8 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 def summary(plan: RunPlan, report: JobReport, src_bucket: str) -> str:
     """The lines printed when the job ends."""
+    from aisetl.cli.progress import human_bytes, human_seconds
+
     rate = report.done / report.duration if report.duration > 0 else 0.0
     head = "done" if report.ok else "FAILED"
     lines = [
@@ -383,6 +388,9 @@ def _header(plan: RunPlan) -> str:
 def execute(plan: RunPlan) -> int:
     """Start the servers and the emulated target, run the job, report; return the exit code."""
     from aisetl.cli import CommandError
+    from aisetl.cli.progress import make_display
+    from aisetl.cli.stages import StageError, launch
+    from aisetl.target import Cluster, JobSpec, rename_with, run_job
 
     src_bucket = bucket_name(plan.src, "src")
     dst_bucket = bucket_name(plan.dst, "dst")
@@ -469,6 +477,8 @@ def check_results(plan: RunPlan, report: JobReport, src_bucket: str) -> None:
     Over ws a server's failure reaches the target as a text message, which means "delivered
     by direct put" (PROTOCOL.md §7.4): the job cannot see it, the destination can.
     """
+    from aisetl.target import Bucket, ObjError, rename_with
+
     if report.aborted or report.delivered == 0:
         return
     rename = rename_with(plan.ext) if plan.ext else (lambda name: name)
