@@ -156,3 +156,33 @@ def test_job_comm_override(raw_server: MakeServer, comm: str) -> None:
         tgt.attach("fake-etl", server.url)
         assert tgt.run_job("fake-etl", "src", "dst", comm=comm).ok
     assert server.requests[0].method == ("PUT" if comm == "hpush" else "GET")
+
+
+def test_broken_progress_callback_aborts_cleanly(raw_server: MakeServer) -> None:
+    def broken(progress: JobProgress) -> None:
+        raise RuntimeError("display gone")
+
+    with EmulatedTarget() as tgt:
+        populate(tgt, ["a", "b"])
+        tgt.attach("fake-etl", raw_server(fake_etl).url)
+        report = tgt.run_job("fake-etl", "src", "dst", progress=broken, workers=1)
+    assert report.aborted and "display gone" in report.abort_reason
+
+
+def test_async_cluster(raw_server: MakeServer) -> None:
+    import asyncio
+
+    from aisetl.target import AsyncCluster, JobSpec
+
+    server = raw_server(fake_etl)
+
+    async def main() -> tuple[bytes | None, int]:
+        async with AsyncCluster() as cluster:
+            target = cluster.targets[0]
+            target.bucket("src").put("a", b"abc")
+            etl = await cluster.attach("fake-etl", server.url)
+            result = await target.transform(etl, "src", "a")
+            report = await cluster.run_job(JobSpec(etl, "src", "dst"))
+            return result.content, report.stored
+
+    assert asyncio.run(main()) == (b"ABC", 1)

@@ -16,6 +16,7 @@ from aisetl.target.driver import Driver, RetryPolicy, Task, TransformResult
 from aisetl.target.endpoint import Endpoint
 from aisetl.target.faults import Faults
 from aisetl.target.http import HTTPClient, HTTPServer, Response
+from aisetl.target.jobs import JobReport, JobSpec, run_job
 from aisetl.target.process import DEFAULT_INIT_TIMEOUT, ServerProcess, start_server
 from aisetl.target.record import Recorder
 from aisetl.target.store import Bucket, Mountpath
@@ -340,6 +341,7 @@ class AsyncCluster:
         ws_timeout: float = 60.0,
         pass_fqn: bool = True,
     ) -> None:
+        """See :class:`aisetl.target.Cluster` for the options."""
         if targets < 1:
             raise ValueError("a cluster needs at least one target")
         if not 1 <= multiplier <= 16:
@@ -359,11 +361,22 @@ class AsyncCluster:
         self.targets = [AsyncTarget(self, i, self.root / f"t{i}") for i in range(targets)]
         self._started = False
 
+    async def __aenter__(self) -> AsyncCluster:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
     async def start(self) -> None:
         """Start every target's endpoint."""
         for target in self.targets:
             await target.start()
         self._started = True
+
+    async def run_job(self, spec: JobSpec) -> JobReport:
+        """Run an offline transform job (see :func:`aisetl.target.jobs.run_job`)."""
+        return await run_job(self, spec)
 
     async def close(self) -> None:
         """Stop all ETLs we started, every endpoint and connection; remove our temp root."""

@@ -108,6 +108,7 @@ class _Job:
         self.report = JobReport(spec.job_id or new_job_id(), spec.etl.name, spec.src, spec.dst)
         self.started = time.monotonic()
         self.last_progress = 0.0
+        self.callback = spec.progress
         self.abort: str = ""
 
     async def run(self) -> JobReport:
@@ -126,9 +127,9 @@ class _Job:
             if received is not None:
                 report.bytes_out += received[1]
         report.duration = time.monotonic() - self.started
+        self._progress(force=True)
         report.aborted = bool(self.abort)
         report.abort_reason = self.abort
-        self._progress(force=True)
         return report
 
     async def _run_target(self, target: AsyncTarget, names: list[str]) -> None:
@@ -220,7 +221,7 @@ class _Job:
             self.report.errors.append(error)
 
     def _progress(self, force: bool = False) -> None:
-        callback = self.spec.progress
+        callback = self.callback
         if callback is None:
             return
         now = time.monotonic()
@@ -228,18 +229,21 @@ class _Job:
             return
         self.last_progress = now
         report = self.report
-        callback(
-            JobProgress(
-                report.job_id,
-                report.total,
-                report.done,
-                report.failed,
-                report.skipped,
-                report.bytes_in,
-                report.bytes_out,
-                now - self.started,
-            )
+        progress = JobProgress(
+            report.job_id,
+            report.total,
+            report.done,
+            report.failed,
+            report.skipped,
+            report.bytes_in,
+            report.bytes_out,
+            now - self.started,
         )
+        try:
+            callback(progress)
+        except Exception as exc:  # a broken callback stops the job, cleanly
+            self.callback = None
+            self.abort = self.abort or f"progress callback failed: {exc!r}"
 
 
 async def run_job(cluster: AsyncCluster, spec: JobSpec) -> JobReport:

@@ -260,8 +260,8 @@ class Cluster:
     ``obj_timeout`` is the per-attempt timeout (Go default 10 s); ``faithful`` reproduces the
     target's hpush URL defects (§5.6); ``pass_fqn=False`` is the cluster feature
     ``Do-not-Allow-Passing-FQN-to-ETL`` (bytes instead of paths); ``multiplier`` is
-    ``tcb.bundle_multiplier`` (ws pools: N inline, N x 4 per job); ``ws_timeout`` bounds a ws
-    task (a real target has no such bound; the emulator must always stop).
+    ``tcb.bundle_multiplier`` (ws pools: N inline, N x 4 per job); ``ws_timeout`` bounds what a
+    real target leaves unbounded (a ws reply, a client GET), so the emulator always stops.
     """
 
     def __init__(
