@@ -14,13 +14,15 @@ from .rawserver import RawServer, Script
 
 REPO = Path(__file__).resolve().parents[2]
 
-#: A reference-SDK server (aistore 2.0.0) that upper-cases; argv: <framework> <port>.
+#: A reference-SDK server (aistore 2.0.0) that upper-cases and appends ``etl_args``
+#: (``raise`` makes it fail); argv: ``<framework>[-stream] <port>``.
 REFERENCE_SERVER = """
 import sys
 kind, port = sys.argv[1], int(sys.argv[2])
-if kind == "fastapi":
+framework, _, mode = kind.partition("-")
+if framework == "fastapi":
     from aistore.sdk.etl.webserver.fastapi_server import FastAPIServer as Base
-elif kind == "flask":
+elif framework == "flask":
     from aistore.sdk.etl.webserver.flask_server import FlaskServer as Base
 else:
     from aistore.sdk.etl.webserver.http_multi_threaded_server import (
@@ -30,14 +32,22 @@ else:
 
 class Upper(Base):
     def transform(self, data, path, etl_args):
+        if etl_args == "raise":
+            raise ValueError("asked to fail")
         if isinstance(data, str):
             with open(data, "rb") as file:
                 data = file.read()
         return data.upper() + (etl_args or "").encode()
 
 
-server = Upper(host="127.0.0.1", port=port)
-if kind == "fastapi":
+class StreamingUpper(Base):
+    def transform_stream(self, reader, path, etl_args):
+        while chunk := reader.read(4):
+            yield chunk.upper()
+
+
+server = (StreamingUpper if mode == "stream" else Upper)(host="127.0.0.1", port=port)
+if framework == "fastapi":
     import uvicorn
 
     uvicorn.run(server.app, host="127.0.0.1", port=port, log_level="warning",

@@ -34,6 +34,8 @@ def cluster(ref_argv: Callable[[str], list[str]]) -> Iterator[Cluster]:
         cluster.bucket("dst")
         for etl_name, kind, comm in ETLS:
             cluster.launch(etl_name, ref_argv(kind), comm=comm, init_timeout=30)
+        for kind in ("fastapi-stream", "flask-stream"):
+            cluster.launch(kind, ref_argv(kind), per_target=False, init_timeout=30)
         yield cluster
 
 
@@ -122,3 +124,45 @@ def test_inline_get_follows_the_redirect(cluster: Cluster) -> None:
     assert (got.status, got.body) == (200, upper("dir/cat 1.jpg") + b"?")
     redirect = cluster.targets[0].get("src", "a.txt", etl="flask-pull", follow_redirects=False)
     assert redirect.status == 307
+
+
+def test_tv45_503_contract_end_to_end(cluster: Cluster) -> None:
+    """A streaming server fed by a PUT body cannot retry a failed direct put itself: it
+    answers 503 + retry reason and the target replays the whole PUT."""
+    t0, t1 = cluster.targets
+    t1.faults.reset(method="PUT", path="replayed.txt")
+    result = t0.copy("fastapi-stream", "src", "dir/cat 1.jpg", ("dst", "replayed.txt"), fqn=False)
+    assert result.ok and result.delivered and result.attempts == 2
+    assert t1.bucket("dst").get("replayed.txt") == upper("dir/cat 1.jpg")
+    driver = [r for r in cluster.records("driver") if r.uri.startswith("/src/dir/cat")]
+    first, second = driver[-2:]
+    assert (first.status, second.status) == (503, 204)
+    assert first.response_headers and ("ais-etl-retry-reason", "direct-put-transient") in [
+        (name.lower(), value) for name, value in first.response_headers
+    ]
+
+
+@pytest.mark.parametrize("mid_body", [False, True])
+def test_flask_streaming_direct_put_replays_a_consumed_body(
+    cluster: Cluster, mid_body: bool
+) -> None:
+    """Reference defect: the Flask server's HTTP session retries the streaming PUT on its
+    own after a reset, with the generator already consumed; the target receives an empty
+    object and the server reports success (204)."""
+    t0, t1 = cluster.targets
+    dst = f"emptied-{mid_body}.txt"
+    t1.faults.reset(method="PUT", path=dst, mid_body=mid_body)
+    result = t0.copy("flask-stream", "src", "dir/cat 1.jpg", ("dst", dst), fqn=False)
+    assert result.ok and result.delivered and result.attempts == 1
+    assert t1.bucket("dst").get(dst) == b""
+    assert [(p.object.name, p.size) for p in t1.puts][-1] == (dst, 0)
+
+
+def test_tv53_failures_over_http_and_ws(cluster: Cluster) -> None:
+    t0 = cluster.targets[0]
+    http = t0.hpush("fastapi-push", "src", "a.txt", etl_args="raise")
+    assert http.error is not None and http.error.ecode == 500
+    assert http.error.msg.startswith("ETL error: ") and "asked to fail" in http.error.msg
+    ws = t0.ws("fastapi-ws", "src", "a.txt", etl_args="raise")
+    assert ws.ok and ws.delivered  # a text reply: the target cannot tell it was an error
+    assert t0.ws("fastapi-ws", "src", "a.txt").content == upper("a.txt")  # still usable
