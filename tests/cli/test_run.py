@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -276,3 +278,47 @@ def test_help_has_exit_codes(verb: str, capsys: pytest.CaptureFixture[str]) -> N
     assert f"usage: aisetl {verb}" in out
     if verb != "serve":
         assert "exit codes:" in out
+
+
+def test_interrupted_run_resumes_with_skip_existing(src: Path, tmp_path: Path) -> None:
+    dst = tmp_path / "out"
+    argv = [
+        sys.executable,
+        "-m",
+        "aisetl",
+        "run",
+        f"{SERVERS}:Slow",
+        "--src",
+        str(src),
+        "--dst",
+        str(dst),
+        "--concurrency",
+        "1",
+        "--server",
+        "http",
+    ]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(400):  # up to 20 s
+            if dst.is_dir() and len(tree(dst)) >= 2:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 130, err
+    assert "--skip-existing to resume" in err
+    partial = tree(dst)
+    assert 2 <= len(partial) < 13
+    assert all(not name.rsplit("/", 1)[-1].startswith(".~") for name in partial)
+    assert all(data == tree(src)[name].upper() for name, data in partial.items())
+    report = tmp_path / "r.json"
+    assert (
+        run(UPPER, "--src", str(src), "--dst", str(dst), "--skip-existing", "--report", str(report))
+        == 0
+    )
+    assert json.loads(report.read_text())["skipped"] == len(partial)
+    assert len(tree(dst)) == 13

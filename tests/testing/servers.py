@@ -57,3 +57,11 @@ class Sleepy(ETLServer):
 
     def transform(self, data: bytes | str, path: str, etl_args: str) -> bytes:
         return b""
+
+
+class Slow(ETLServer):
+    """Upper-cases each object after a short pause (for interrupted runs)."""
+
+    def transform(self, data: bytes | str, path: str, etl_args: str) -> bytes:
+        time.sleep(0.2)
+        return data.upper() if isinstance(data, bytes) else data.encode()

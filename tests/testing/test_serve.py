@@ -9,7 +9,8 @@ import pytest
 
 from aisetl.loader import LoadError
 from aisetl.testing import LocalETL, ServerStartError, TransformFailed, serve, server_spec
-from testing.servers import Crash, Env, PathEcho, Upper
+
+from .servers import Crash, Env, PathEcho, Upper
 
 SERVERS = Path(__file__).with_name("servers.py")
 ALL_MODES = [(comm, fqn) for comm in ("hpush", "hpull", "ws") for fqn in (False, True)]
@@ -82,7 +83,7 @@ def test_env_and_path_as_string_specs() -> None:
         assert etl.transform(b"", etl_args="COLOUR") == b"teal"
         assert etl.transform(b"", etl_args="AIS_TARGET_URL").startswith(b"http://127.0.0.1:")
         assert etl.transform(b"", etl_args="DIRECT_PUT") == b"true"
-    with serve("testing.servers:PathEcho") as etl:
+    with serve(f"{PathEcho.__module__}:PathEcho") as etl:
         assert etl.transform(b"", path="bkt/dir/a b.txt", comm="ws") == b"dir/a b.txt"
 
 
@@ -108,7 +109,8 @@ def test_crashing_server_shows_its_log() -> None:
 
 
 def test_server_spec() -> None:
-    assert server_spec(Upper) == "testing.servers:Upper"
+    assert server_spec(Upper) == f"{Upper.__module__}:Upper"
+    assert Upper.__module__.endswith("testing.servers")
     assert server_spec("pkg.mod:Cls") == "pkg.mod:Cls"
 
     class Local(Upper):
