@@ -69,20 +69,24 @@ class ETL:
     def __repr__(self) -> str:
         return f"<ETL {self.name} {self.comm}:// servers={[s.url for s in self.servers.values()]}>"
 
+    def _index(self, target: int) -> int:
+        if target in self.servers:
+            return target
+        for index in self.servers:  # a shared server serves every target
+            return index
+        raise LookupError(f"ETL {self.name!r} has no server")
+
     def server(self, target: int = 0) -> ServerAddress:
         """The server that target ``target`` talks to (a shared server serves every target)."""
-        found = self.servers.get(target)
-        if found is None:
-            found = next(iter(self.servers.values()))
-        return found
+        return self.servers[self._index(target)]
 
     def url(self, target: int = 0) -> str:
         """``http://host:port`` of the server as seen by target ``target``."""
         return self.server(target).url
 
     def target_url(self, target: int = 0) -> str:
-        """The ``AIS_TARGET_URL`` given to the server of target ``target``."""
-        return self.target_urls.get(target) or next(iter(self.target_urls.values()))
+        """The ``AIS_TARGET_URL`` of the server that target ``target`` talks to."""
+        return self.target_urls[self._index(target) if self.servers else target]
 
     def logs(self, target: int = 0) -> str:
         """What the server of target ``target`` printed (empty for attached servers)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from aisetl.protocol import (
@@ -106,7 +106,7 @@ class Driver:
         policy: RetryPolicy | None = None,
         faithful: bool = True,
         recorder: Recorder | None = None,
-        sleep: Callable[[float], object] = asyncio.sleep,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
         self.client = client
         self.node = node
@@ -191,7 +191,7 @@ class Driver:
         sleeps = policy.sleeps()
         url = f"http://{host}:{port}{uri}"
         soft = 0
-        while True:
+        while True:  # bounded: a hard error ends it, soft errors at most policy.retries times
             result.attempts += 1
             try:
                 data = body() if body is not None else None
@@ -238,7 +238,7 @@ class Driver:
 
     async def _pause(self, result: TransformResult, seconds: float) -> None:
         result.sleeps.append(seconds)
-        await self._sleep(seconds)  # type: ignore[misc]
+        await self._sleep(seconds)
 
     @staticmethod
     def _interpret(result: TransformResult, response: Response, inline: bool) -> TransformResult:
