@@ -373,12 +373,20 @@ def summary(plan: RunPlan, report: JobReport, src_bucket: str) -> str:
     return "\n".join(lines)
 
 
+def _short(path: Path) -> str:
+    """``path`` relative to the current folder when it is below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _header(plan: RunPlan) -> str:
     first = plan.stages[0]
     chain = " -> ".join(f"{s.server} ({s.framework})" for s in plan.stages)
     mode = "FQN" if plan.fqn else "bytes"
     extra = ", direct put" if plan.direct_put else ""
-    spec = f", spec {first.spec_path}" if first.spec_path else ""
+    spec = f", spec {_short(first.spec_path)}" if first.spec_path else ""
     return (
         f"aisetl run: {chain}: {plan.total} objects, {plan.comm}, {mode}{extra}{spec}\n"
         f"  {plan.src} -> {plan.dst}"
