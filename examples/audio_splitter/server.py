@@ -63,15 +63,11 @@ class Segment:
 def seconds(value: Any, what: str) -> float:
     """A time in seconds from a number or ``[HH:]MM:SS[.fff]`` text."""
     try:
-        if isinstance(value, str) and ":" in value:
-            total = 0.0
-            for part in value.split(":"):
-                total = total * 60 + float(part)
-            result = total
-        elif isinstance(value, (int, float, str)) and not isinstance(value, bool):
-            result = float(value)
-        else:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise ValueError
+        result = 0.0
+        for part in str(value).split(":"):  # "1:02.5" -> 62.5
+            result = result * 60 + float(part)
     except ValueError:
         raise TransformError(400, f"{what} must be seconds or [HH:]MM:SS, not {value!r}") from None
     if not 0 <= result < float("inf"):
@@ -104,9 +100,12 @@ def parse_args(text: str, default_format: str) -> tuple[list[Segment], bool, str
     if not text:
         raise TransformError(400, "etl_args must give from_time/to_time or a list of segments")
     try:
-        lines = [json.loads(line) for line in text.splitlines() if line.strip()]
-    except json.JSONDecodeError as exc:
-        raise TransformError(400, f"etl_args is not JSON or JSON Lines: {exc}") from None
+        lines = [json.loads(text)]
+    except json.JSONDecodeError:
+        try:
+            lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except json.JSONDecodeError as exc:
+            raise TransformError(400, f"etl_args is not JSON or JSON Lines: {exc}") from None
     fmt = default_format
     if len(lines) > 1:  # a JSON Lines manifest
         return [segment(item, f"line {n}") for n, item in enumerate(lines, 1)], True, fmt
@@ -126,13 +125,13 @@ def parse_args(text: str, default_format: str) -> tuple[list[Segment], bool, str
     return [segment(item, f"segment {n}") for n, item in enumerate(items, 1)], True, fmt
 
 
-def chunks(file: BinaryIO) -> Iterator[bytes]:
+def chunks(file: IO[bytes]) -> Iterator[bytes]:
     """The content of ``file`` from where it stands, in pieces."""
     while chunk := file.read(CHUNK):
         yield chunk
 
 
-def cut(audio: sf.SoundFile, piece: Segment, fmt: str, out: BinaryIO) -> None:
+def cut(audio: sf.SoundFile, piece: Segment, fmt: str, out: IO[bytes]) -> None:
     """Write ``piece`` of ``audio`` to ``out`` in format ``fmt``, a block at a time."""
     first = round(piece.start * audio.samplerate)
     last = (
@@ -148,7 +147,7 @@ def cut(audio: sf.SoundFile, piece: Segment, fmt: str, out: BinaryIO) -> None:
             dest.write(block)
 
 
-def tar_member(name: str, data: BinaryIO, size: int) -> Iterator[bytes]:
+def tar_member(name: str, data: IO[bytes], size: int) -> Iterator[bytes]:
     """One file of a tar stream: header, content, padding to the 512-byte block."""
     info = tarfile.TarInfo(name)
     info.size, info.mtime, info.mode = size, int(time.time()), 0o644
@@ -191,7 +190,7 @@ class AudioSplitterServer(FastAPIServer):
         yield tarfile.NUL * (2 * tarfile.BLOCKSIZE)  # end of archive
 
     @staticmethod
-    def open_audio(source: BinaryIO) -> sf.SoundFile:
+    def open_audio(source: IO[bytes]) -> sf.SoundFile:
         """Open the audio for reading; what libsndfile cannot read is a 415."""
         try:
             return sf.SoundFile(source)

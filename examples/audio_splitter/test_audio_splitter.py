@@ -136,3 +136,9 @@ def test_not_audio_is_415(etl: LocalETL, http_mode: dict[str, Any]) -> None:
     result = etl.send(b"no audio here" * 100, etl_args='{"from_time": 1}', **http_mode)
     assert result.status == 415
     assert result.error is not None and "cannot read the audio" in result.error
+
+
+def test_pretty_printed_json_is_one_segment(etl: LocalETL, clip: tuple[bytes, np.ndarray]) -> None:
+    args = json.dumps({"from_time": 0.5, "to_time": 1}, indent=2)  # several lines, one object
+    samples, info = read(etl.transform(clip[0], etl_args=args))
+    assert info.format == "WAV" and np.array_equal(samples, clip[1][4000:8000])

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import json
 import os
 import zlib
@@ -103,36 +104,37 @@ def compress(reader: BinaryIO, algorithm: str, level: int) -> Iterator[bytes]:
     yield compressor.flush()
 
 
-class _Peeked:
-    """A reader whose first bytes were read already to recognize the format."""
+class _Peeked(io.RawIOBase):
+    """A reader whose first bytes were read already, to recognize the format."""
 
     def __init__(self, reader: BinaryIO, size: int = 4) -> None:
         self._reader = reader
         self.head = b""
         while len(self.head) < size and (more := reader.read(size - len(self.head))):
             self.head += more
+        self._pending = self.head
 
-    def read(self, size: int = -1) -> bytes:
-        if not self.head:
-            return self._reader.read(size)
-        if 0 <= size < len(self.head):
-            data, self.head = self.head[:size], self.head[size:]
-            return data
-        data, self.head = self.head, b""
-        rest = self._reader.read(-1 if size < 0 else size - len(data))
-        return data + rest
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._pending or self._reader.read(len(buffer))
+        size = min(len(data), len(buffer))
+        buffer[:size], self._pending = data[:size], data[size:]
+        return size
 
 
 def decompress(reader: BinaryIO, algorithm: str) -> Iterator[bytes]:
     """Decompressed pieces (at most ``CHUNK`` bytes each) of the data in ``reader``."""
-    source = _Peeked(reader)
+    peeked = _Peeked(reader)
     if algorithm == "auto":
-        found = [name for name, magic in MAGIC.items() if source.head.startswith(magic)]
+        found = [name for name, magic in MAGIC.items() if peeked.head.startswith(magic)]
         if not found:
             raise TransformError(415, "not gzip, bz2 or zstd data (unknown first bytes)")
         algorithm = found[0]
-    elif not source.head.startswith(MAGIC[algorithm]):
+    elif not peeked.head.startswith(MAGIC[algorithm]):
         raise TransformError(415, f"not {algorithm} data (wrong first bytes)")
+    source = io.BufferedReader(peeked, CHUNK)
     if algorithm == "gzip":
         stream: Any = gzip.GzipFile(fileobj=source, mode="rb")
     elif algorithm == "bz2":
@@ -151,7 +153,7 @@ class CompressServer(FastAPIServer):
 
     def __init__(self, host: str = "0.0.0.0", port: int = 8000) -> None:
         super().__init__(host, port)
-        env = {key: os.environ.get(key.upper(), "").strip() for key in ARGUMENTS}
+        env: dict[str, Any] = {key: os.environ.get(key.upper(), "").strip() for key in ARGUMENTS}
         if env["level"].isdigit():
             env["level"] = int(env["level"])
         try:

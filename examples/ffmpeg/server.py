@@ -42,7 +42,7 @@ def find_ffmpeg() -> str:
     try:
         import imageio_ffmpeg
 
-        return imageio_ffmpeg.get_ffmpeg_exe()
+        return str(imageio_ffmpeg.get_ffmpeg_exe())
     except (ImportError, RuntimeError):
         found = shutil.which("ffmpeg")
         if found is None:
@@ -52,7 +52,7 @@ def find_ffmpeg() -> str:
         return found
 
 
-def stderr_tail(stderr: bytes) -> str:
+def error_summary(stderr: bytes) -> str:
     """FFmpeg's error output in one line: the first lines (the cause) and the last one."""
     lines = [
         LOG_PREFIX.sub("", line).strip() for line in stderr.decode("utf-8", "replace").splitlines()
@@ -112,7 +112,7 @@ class FFmpegServer(FastAPIServer):
         """Convert a moment of silence, so bad settings stop the server at start-up."""
         run = self.run_ffmpeg(["-f", "lavfi", "-i", "anullsrc=r=8000:cl=mono", "-t", "0.01"])
         if run.returncode != 0:
-            raise ConfigError(f"ffmpeg rejects the output settings: {stderr_tail(run.stderr)}")
+            raise ConfigError(f"ffmpeg rejects the output settings: {error_summary(run.stderr)}")
 
     def run_ffmpeg(
         self, inputs: list[str], data: bytes | None = None
@@ -145,5 +145,5 @@ class FFmpegServer(FastAPIServer):
         if run.returncode != 0 or not run.stdout:
             if b"0:a:0" in run.stderr:  # the -map option found nothing to take
                 raise TransformError(415, "no audio stream in the object")
-            raise TransformError(415, f"ffmpeg cannot convert it: {stderr_tail(run.stderr)}")
+            raise TransformError(415, f"ffmpeg cannot convert it: {error_summary(run.stderr)}")
         return fix_wav_sizes(run.stdout) if self.format == "wav" else run.stdout

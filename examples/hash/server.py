@@ -36,7 +36,7 @@ from aisetl.fastapi_server import FastAPIServer
 
 CHUNK = 1024 * 1024
 XXHASH = {"xxh32": 32, "xxh64": 64, "xxh3_64": 64, "xxh3_128": 64}  # name -> seed bits
-BLAKE2 = {"blake2b": hashlib.blake2b, "blake2s": hashlib.blake2s}
+BLAKE2: dict[str, Any] = {"blake2b": hashlib.blake2b, "blake2s": hashlib.blake2s}
 PLAIN = ("sha256", "sha512", "sha3_256", "md5")
 ALGORITHMS = (*XXHASH, *BLAKE2, *PLAIN)
 ARGUMENTS = ("algorithm", "seed", "key", "digest_size")
@@ -110,7 +110,10 @@ class HashServer(FastAPIServer):
     def __init__(self, host: str = "0.0.0.0", port: int = 8000) -> None:
         super().__init__(host, port)
         seed = os.environ.get("HASH_SEED", "0")
-        self.defaults = {"algorithm": os.environ.get("HASH_ALGORITHM", "xxh3_64"), "seed": seed}
+        self.defaults: dict[str, Any] = {
+            "algorithm": os.environ.get("HASH_ALGORITHM", "xxh3_64"),
+            "seed": seed,
+        }
         try:
             self.defaults["seed"] = int(seed)
             new_hasher(self.defaults)

@@ -152,7 +152,7 @@ class ImageResizeServer(FastAPIServer):
 
     def __init__(self, host: str = "0.0.0.0", port: int = 8000) -> None:
         super().__init__(host, port)
-        env = {key: os.environ.get(key.upper(), "").strip() for key in ARGUMENTS}
+        env: dict[str, Any] = {key: os.environ.get(key.upper(), "").strip() for key in ARGUMENTS}
         if env["quality"].isdigit():
             env["quality"] = int(env["quality"])
         try:
