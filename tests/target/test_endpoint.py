@@ -205,3 +205,17 @@ def test_without_fqn_feature(raw_server: Callable[[Script], RawServer]) -> None:
         assert tgt.run_job("push-etl", "b", "dst").ok
         assert tgt.bucket("dst").get("o") == b"ABC"
     assert all("etl_fqn" not in r.uri for r in server.requests)
+
+
+def test_expect_100_continue(tgt: EmulatedTarget) -> None:
+    base = register(tgt)
+    parts = urlsplit(tgt.url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=5) as sock:
+        sock.sendall(
+            f"PUT {base}/ais%2F@%23%2Fdst%2Fe.bin HTTP/1.1\r\nHost: x\r\n"
+            "Content-Length: 3\r\nExpect: 100-continue\r\n\r\n".encode()
+        )
+        assert sock.recv(1024) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"abc")
+        assert sock.recv(1024).startswith(b"HTTP/1.1 200 OK\r\n")
+    assert tgt.bucket("dst").get("e.bin") == b"abc"

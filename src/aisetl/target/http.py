@@ -681,8 +681,13 @@ class _ServerConnection(asyncio.Protocol):
         self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
+        if self.dead:
+            return
+        expect = _find(self._headers, "expect")
+        if expect is not None and expect.lower() == "100-continue" and self.transport is not None:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         faults = self.server.faults
-        if faults is None or self.dead:
+        if faults is None:
             return
         method = self.parser.get_method().decode("latin-1")
         uri = self._url.decode("utf-8", "surrogateescape")
