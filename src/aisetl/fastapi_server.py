@@ -313,7 +313,9 @@ def _ws_data(message: Message) -> bytes | str:
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:
-    chunks: list[bytes] = []
+    """The whole request body; large bodies grow in one buffer (no list of chunks + join)."""
+    first = b""
+    buffer: io.BytesIO | None = None
     size = 0
     while True:
         message = await receive()
@@ -324,12 +326,17 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
             size += len(chunk)
             if limit and size > limit:
                 raise BodyTooLarge(limit)
-            chunks.append(chunk)
+            if buffer is not None:
+                buffer.write(chunk)
+            elif first:
+                buffer = io.BytesIO()
+                buffer.write(first)
+                buffer.write(chunk)
+            else:
+                first = chunk
         if not message.get("more_body", False):
             break
-    if len(chunks) == 1:
-        return chunks[0]
-    return b"".join(chunks)
+    return first if buffer is None else buffer.getvalue()
 
 
 async def _next(receive: Receive) -> Message:
