@@ -198,8 +198,8 @@ def _same_url(actual: str, expected: str) -> None:
             DST,
             "images/cat 1.jpg",
             '{"size":256}',
-            A
-            + "/ais%2F@%23%2Fdst%2Fnew%20name.txt?owt=3&uuid=XyZ123&etl_args=%7B%22size%22%3A256%7D",
+            A + "/ais%2F@%23%2Fdst%2Fnew%20name.txt?owt=3&uuid=XyZ123"
+            "&etl_args=%7B%22size%22%3A256%7D",
         ),
         (
             "http://10.0.0.2:51081/ais%2F@%23%2Fdst%2Fo?etl_args=old&owt=3&uuid=X",
