@@ -10,12 +10,16 @@ other requests of the worker stay responsive while a transform computes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import logging
 import os
-from collections.abc import Awaitable, Callable, MutableMapping
-from concurrent.futures import ThreadPoolExecutor
+import signal
+import threading
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import uvicorn
 from fastapi import FastAPI
@@ -27,6 +31,7 @@ from aisetl.server import ETLServer
 from aisetl.sources import BodyTooLarge, ClientGone, Failure
 from aisetl.workers import bind_socket, run_workers
 
+T = TypeVar("T")
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -74,7 +79,37 @@ class FastAPIServer(ETLServer):
 
     def serve_socket(self, sock: Any) -> None:
         """Serve an already listening socket with uvicorn in this process."""
-        uvicorn.Server(self.uvicorn_config()).run(sockets=[sock])
+        _GracefulServer(self.uvicorn_config()).run(sockets=[sock])
+        runtime = self.app.etl_handler.current_runtime  # type: ignore[attr-defined]
+        if runtime is not None and runtime.executor.busy:
+            # The grace period is over: do not wait for transforms still running.
+            self.logger.warning(
+                "%d transform(s) still running after the grace period; exiting anyway",
+                runtime.executor.busy,
+            )
+            logging.shutdown()
+            os._exit(0)
+
+
+class _GracefulServer(uvicorn.Server):
+    """uvicorn, except that a graceful stop on SIGTERM ends with exit status 0.
+
+    (uvicorn re-raises the signal once it has stopped, so the process would die of it.)
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {
+            sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 class ETLApp(FastAPI):
@@ -97,12 +132,32 @@ class ETLApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
+class TransformPool(ThreadPoolExecutor):
+    """The transform threads; counts the work it holds so a stopping server knows if any is left."""
+
+    def __init__(self, max_workers: int) -> None:
+        super().__init__(max_workers=max_workers, thread_name_prefix="aisetl-transform")
+        self._lock = threading.Lock()
+        self.busy = 0
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        with self._lock:
+            self.busy += 1
+        future = super().submit(fn, *args, **kwargs)
+        future.add_done_callback(self._finished)
+        return future
+
+    def _finished(self, _future: Future[Any]) -> None:
+        with self._lock:
+            self.busy -= 1
+
+
 @dataclass
 class _Runtime:
     """Per-event-loop state: the loop, the transform thread pool and the flow."""
 
     loop: asyncio.AbstractEventLoop
-    executor: ThreadPoolExecutor
+    executor: TransformPool
     flow: Flow
     pid: int
 
@@ -114,14 +169,18 @@ class ProtocolHandler:
         self._etl = etl
         self._runtime: _Runtime | None = None
 
+    @property
+    def current_runtime(self) -> _Runtime | None:
+        """The runtime of this process, if a request created one."""
+        runtime = self._runtime
+        return runtime if runtime is not None and runtime.pid == os.getpid() else None
+
     def runtime(self) -> _Runtime:
         """This loop's runtime (created on first use, after any fork)."""
         loop = asyncio.get_running_loop()
         runtime = self._runtime
         if runtime is None or runtime.loop is not loop or runtime.pid != os.getpid():
-            executor = ThreadPoolExecutor(
-                max_workers=self._etl.settings.threads, thread_name_prefix="aisetl-transform"
-            )
+            executor = TransformPool(self._etl.settings.threads)
 
             def run_async(awaitable: Awaitable[Any]) -> Any:
                 return asyncio.run_coroutine_threadsafe(awaitable, loop).result()  # type: ignore[arg-type]
