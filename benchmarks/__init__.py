@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of aisetl's servers and the reference SDK's (``make bench``)."""
