@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import urllib3
@@ -24,20 +23,11 @@ from aisetl.protocol import (
     parse_bool,
     retry_delay,
 )
+from aisetl.reply import Reply
 from aisetl.sources import READ_CHUNK, Failure
 
 #: How much of a hop's error body is passed back upstream.
 _ERROR_BODY_LIMIT = 64 * 1024
-
-
-@dataclass
-class Delivered:
-    """The answer to send upstream after a direct put."""
-
-    status: int
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes = b""
-    stream: Iterator[bytes] | None = None
 
 
 class _BodyFailed(Exception):
@@ -103,7 +93,7 @@ class DirectPut:
         make_body: Callable[[], bytes | Iterable[bytes]],
         replayable: bool,
         relay_stream: bool = False,
-    ) -> Delivered:
+    ) -> Reply:
         """PUT the body made by ``make_body`` to ``hop``; retry transient failures if replayable.
 
         ``make_body`` is called once per attempt (a streaming transform re-runs from the
@@ -170,7 +160,7 @@ class DirectPut:
 
     def _answer(
         self, response: urllib3.BaseHTTPResponse, sent: int, shown: str, relay_stream: bool
-    ) -> Delivered:
+    ) -> Reply:
         try:
             first = response.read(READ_CHUNK)
         except Exception as exc:
@@ -188,7 +178,7 @@ class DirectPut:
         if not outcome.relay_body:
             response.drain_conn()
             response.release_conn()
-            return Delivered(204, direct_put_headers(outcome.direct_put_length))
+            return Reply(204, direct_put_headers(outcome.direct_put_length))
         headers = {HEADER_EMPTY_RESULT: "true"} if not first and outcome.status == 200 else {}
         if outcome.status >= 300:
             rest = response.read(_ERROR_BODY_LIMIT) if first else b""
@@ -197,7 +187,7 @@ class DirectPut:
             self._logger.error(
                 "Hop %s answered %d: %r", shown, outcome.status, (first + rest)[:200]
             )
-            return Delivered(outcome.status, headers, first + rest)
+            return Reply(outcome.status, headers, first + rest)
         if not relay_stream:
             try:
                 data = first + response.read()
@@ -207,8 +197,8 @@ class DirectPut:
                 ) from exc
             finally:
                 response.release_conn()
-            return Delivered(outcome.status, headers, data)
-        return Delivered(outcome.status, headers, stream=_relay(first, response))
+            return Reply(outcome.status, headers, data)
+        return Reply(outcome.status, headers, stream=_relay(first, response))
 
 
 def _relay(first: bytes, response: urllib3.BaseHTTPResponse) -> Iterator[bytes]:

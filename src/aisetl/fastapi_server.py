@@ -25,8 +25,9 @@ import uvicorn
 from fastapi import FastAPI
 
 from aisetl.config import WS_ERRORS_CLOSE
-from aisetl.flow import TEXT_PLAIN, Flow, ObjectRequest, Reply, WsMessage
+from aisetl.flow import Flow, ObjectRequest, WsMessage
 from aisetl.protocol import DEFAULT_PORT, HEALTH_BODY, HEALTH_PATH, WS_PATH
+from aisetl.reply import TEXT_PLAIN, Reply, health_reply
 from aisetl.server import ETLServer
 from aisetl.sources import BodyTooLarge, ClientGone, Failure
 from aisetl.workers import bind_socket, run_workers
@@ -205,7 +206,13 @@ class ProtocolHandler:
             raw_path_bytes.decode("utf-8", "surrogateescape") if raw_path_bytes else scope["path"]
         )
         if raw_path == HEALTH_PATH:
-            await self._health(method, send)
+            if method == "GET":  # the kubelet's probe: answered on the loop, nothing to allocate
+                await send(
+                    {"type": "http.response.start", "status": 200, "headers": _HEALTH_HEADERS}
+                )
+                await send({"type": "http.response.body", "body": HEALTH_BODY})
+            else:
+                await _send_reply(send, health_reply(method), head_only=method == "HEAD")
             return
         node_url = None
         length = None
@@ -219,12 +226,7 @@ class ProtocolHandler:
         runtime = self.runtime()
         flow = runtime.flow
         if method not in _OBJECT_METHODS:
-            failure = Failure(
-                405, f"Method {method} is not supported: send PUT (hpush) or GET (hpull)"
-            )
-            reply = flow.failure_reply(request.path, failure)
-            reply.headers["Allow"] = "GET, PUT"
-            await _send_reply(send, reply, runtime)
+            await _send_reply(send, flow.method_not_allowed(request.path, method))
             return
         body: bytes | io.BufferedReader | None = None
         if method == "PUT":
@@ -238,7 +240,7 @@ class ProtocolHandler:
                 else:
                     body = await _read_body(receive, limit)
             except Failure as failure:
-                await _send_reply(send, flow.failure_reply(request.path, failure), runtime)
+                await _send_reply(send, flow.failure_reply(request.path, failure))
                 return
             except ClientGone as exc:
                 self._etl.logger.info("client went away: %s", exc)
@@ -249,27 +251,6 @@ class ProtocolHandler:
             self._etl.logger.info("client went away: %s", exc)
             return
         await _send_reply(send, reply, runtime)
-
-    async def _health(self, method: str, send: Send) -> None:
-        if method in ("GET", "HEAD"):
-            await send({"type": "http.response.start", "status": 200, "headers": _HEALTH_HEADERS})
-            await send(
-                {"type": "http.response.body", "body": b"" if method == "HEAD" else HEALTH_BODY}
-            )
-            return
-        body = f"Method {method} is not allowed on /health; use GET".encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 405,
-                "headers": [
-                    (b"content-type", TEXT_PLAIN.encode()),
-                    (b"allow", b"GET, HEAD"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
 
     # --- WebSocket ---------------------------------------------------------------------------
 
@@ -439,7 +420,10 @@ class _StreamAborted(Exception):
     """Raised to make the ASGI server drop a connection whose reply cannot be completed."""
 
 
-async def _send_reply(send: Send, reply: Reply, runtime: _Runtime) -> None:
+async def _send_reply(
+    send: Send, reply: Reply, runtime: _Runtime | None = None, head_only: bool = False
+) -> None:
+    """Send a reply; a stream is pulled chunk by chunk on the transform threads."""
     headers = [
         (name.lower().encode("latin-1"), value.encode("latin-1"))
         for name, value in reply.headers.items()
@@ -447,8 +431,9 @@ async def _send_reply(send: Send, reply: Reply, runtime: _Runtime) -> None:
     if reply.stream is None:
         headers.append((b"content-length", str(len(reply.body)).encode()))
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-        await send({"type": "http.response.body", "body": reply.body})
+        await send({"type": "http.response.body", "body": b"" if head_only else reply.body})
         return
+    assert runtime is not None, "a streamed reply needs the transform threads"
     await send({"type": "http.response.start", "status": reply.status, "headers": headers})
     stream = reply.stream
     loop = runtime.loop

@@ -15,9 +15,10 @@ from urllib.parse import quote
 from flask import Flask
 from werkzeug.exceptions import HTTPException
 
-from aisetl.flow import TEXT_PLAIN, Flow, ObjectRequest, Reply
+from aisetl.flow import Flow, ObjectRequest
 from aisetl.http11 import reason
-from aisetl.protocol import DEFAULT_PORT, HEALTH_BODY, HEALTH_PATH
+from aisetl.protocol import DEFAULT_PORT, HEALTH_PATH
+from aisetl.reply import Reply, health_reply
 from aisetl.server import ETLServer
 from aisetl.sources import BodyTooLarge, ClientGone, Failure
 
@@ -112,22 +113,11 @@ class WSGIProtocolHandler:
         method: str = environ["REQUEST_METHOD"]
         raw_path, query = _raw_target(environ)
         if raw_path == HEALTH_PATH:
-            if method in ("GET", "HEAD"):
-                return _respond(
-                    start_response, Reply(200, {"Content-Type": TEXT_PLAIN}, HEALTH_BODY)
-                )
-            text = f"Method {method} is not allowed on /health; use GET".encode()
-            reply = Reply(405, {"Content-Type": TEXT_PLAIN, "Allow": "GET, HEAD"}, text)
-            return _respond(start_response, reply)
+            return _respond(start_response, health_reply(method))
         request = ObjectRequest.from_http(method, raw_path, query, environ.get("HTTP_AIS_NODE_URL"))
         flow = self.flow
         if method not in _OBJECT_METHODS:
-            failure = Failure(
-                405, f"Method {method} is not supported: send PUT (hpush) or GET (hpull)"
-            )
-            reply = flow.failure_reply(request.path, failure)
-            reply.headers["Allow"] = "GET, PUT"
-            return _respond(start_response, reply)
+            return _respond(start_response, flow.method_not_allowed(request.path, method))
         payload: bytes | BinaryIO | None = None
         if method == "PUT":
             try:
@@ -136,9 +126,8 @@ class WSGIProtocolHandler:
                 return _respond(start_response, flow.failure_reply(request.path, failure))
             except ClientGone as exc:
                 self._etl.logger.info("client went away: %s", exc)
-                return _respond(
-                    start_response, Reply(400, {"Content-Type": TEXT_PLAIN}, b"incomplete body")
-                )
+                incomplete = Failure(400, f"Incomplete request body: {exc}")
+                return _respond(start_response, flow.failure_reply(request.path, incomplete))
         return _respond(start_response, flow.handle(request, payload))
 
     def _body(self, environ: Environ, as_stream: bool) -> bytes | BinaryIO:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from aisetl.direct_put import DirectPut
@@ -32,6 +32,7 @@ from aisetl.protocol import (
     parse_ws_control,
     sanitize_fqn,
 )
+from aisetl.reply import TEXT_PLAIN, Reply
 from aisetl.sources import (
     BytesSource,
     ClientGone,
@@ -47,8 +48,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 RunAsync = Callable[[Awaitable[Any]], Any]
-
-TEXT_PLAIN = "text/plain; charset=utf-8"
 
 
 @dataclass(frozen=True)
@@ -84,22 +83,6 @@ class ObjectRequest:
             fqn=control[WS_KEY_FQN].strip(),
             pipeline=control[WS_KEY_PIPELINE],
         )
-
-
-@dataclass
-class Reply:
-    """What to answer: a status, headers, and a body that is bytes or a stream of chunks."""
-
-    status: int
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes = b""
-    stream: Iterator[bytes] | None = None
-
-    def close(self) -> None:
-        """Release what an unsent stream holds (a file, a connection)."""
-        close = getattr(self.stream, "close", None)
-        if callable(close):
-            close()
 
 
 @dataclass(frozen=True)
@@ -191,6 +174,13 @@ class Flow:
                 reply = self.failure_reply(path, failure)
         return WsMessage(reply.body.decode("utf-8", "replace"), failed=True)
 
+    def method_not_allowed(self, path: str, method: str) -> Reply:
+        """405 for a method the protocol does not use on object paths."""
+        failure = Failure(405, f"Method {method} is not supported: send PUT (hpush) or GET (hpull)")
+        reply = self.failure_reply(path, failure)
+        reply.headers["Allow"] = "GET, PUT"
+        return reply
+
     def failure_reply(self, path: str, failure: Failure) -> Reply:
         """The one error format of every server and transport: message, then the object."""
         message = f"{failure.message} (object: {path})"
@@ -219,10 +209,9 @@ class Flow:
         result = self._transform(data, request)
         if not hop:
             return self._content(result)
-        delivered = self._direct_put.deliver(
+        return self._direct_put.deliver(
             hop, rest, request.path, request.etl_args, lambda: result, replayable=True
         )
-        return Reply(delivered.status, delivered.headers, delivered.body)
 
     def _source(self, request: ObjectRequest, body: bytes | BinaryIO | None) -> Source:
         if request.fqn:
@@ -285,7 +274,7 @@ class Flow:
 
     def _handle_stream(self, request: ObjectRequest, source: Source, hop: str, rest: str) -> Reply:
         if hop:
-            delivered = self._direct_put.deliver(
+            return self._direct_put.deliver(
                 hop,
                 rest,
                 request.path,
@@ -294,7 +283,6 @@ class Flow:
                 replayable=source.replayable,
                 relay_stream=True,
             )
-            return Reply(delivered.status, delivered.headers, delivered.body, delivered.stream)
         chunks = self._open_chunks(source, request)
         first = next(chunks, b"")
         if not first:

@@ -19,7 +19,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any, BinaryIO
 
-from aisetl.flow import TEXT_PLAIN, Flow, ObjectRequest, Reply
+from aisetl.flow import Flow, ObjectRequest
 from aisetl.http11 import (
     LAST_CHUNK,
     ChunkedBodyReader,
@@ -28,7 +28,8 @@ from aisetl.http11 import (
     parse_content_length,
     response_head,
 )
-from aisetl.protocol import DEFAULT_PORT, HEADER_NODE_URL, HEALTH_BODY, HEALTH_PATH
+from aisetl.protocol import DEFAULT_PORT, HEADER_NODE_URL, HEALTH_PATH
+from aisetl.reply import TEXT_PLAIN, Reply, health_reply
 from aisetl.server import ETLServer
 from aisetl.sources import BodyTooLarge, ClientGone, Failure
 from aisetl.workers import bind_socket, run_workers
@@ -173,31 +174,13 @@ class _Handler(BaseHTTPRequestHandler):
         path, _, query = self.path.partition("?")
         method = self.command
         if path == HEALTH_PATH:
-            if method in ("GET", "HEAD"):
-                self._send(
-                    Reply(200, {"Content-Type": TEXT_PLAIN}, HEALTH_BODY),
-                    head_only=method == "HEAD",
-                )
-            else:
-                self._send_failure(
-                    path,
-                    Failure(405, f"Method {method} is not allowed on /health; use GET"),
-                    {"Allow": "GET, HEAD"},
-                )
+            self._send(health_reply(method), head_only=method == "HEAD")
             return
         request = ObjectRequest.from_http(method, path, query, self.headers.get(HEADER_NODE_URL))
         flow = self.server.etl.flow
         if method not in _OBJECT_METHODS:
             self.close_connection = True  # a body we will not read may follow
-            self._send(
-                flow.failure_reply(
-                    request.path,
-                    Failure(
-                        405, f"Method {method} is not supported: send PUT (hpush) or GET (hpull)"
-                    ),
-                ),
-                extra={"Allow": "GET, PUT"},
-            )
+            self._send(flow.method_not_allowed(request.path, method))
             return
         try:
             raw = self._body_reader() if method == "PUT" else None
@@ -283,15 +266,8 @@ class _Handler(BaseHTTPRequestHandler):
         text = message or explain or "malformed request"
         self._send(Reply(code, {"Content-Type": TEXT_PLAIN}, f"Bad request: {text}".encode()))
 
-    def _send_failure(self, path: str, failure: Failure, extra: dict[str, str]) -> None:
-        self._send(self.server.etl.flow.failure_reply(path, failure), extra=extra)
-
-    def _send(
-        self, reply: Reply, head_only: bool = False, extra: dict[str, str] | None = None
-    ) -> None:
+    def _send(self, reply: Reply, head_only: bool = False) -> None:
         headers = dict(reply.headers)
-        if extra:
-            headers.update(extra)
         if self.server.stopping:
             self.close_connection = True
         if reply.stream is None:

@@ -1,0 +1,34 @@
+"""What a server answers: a status, headers, and a body that is bytes or a stream of chunks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from aisetl.protocol import HEALTH_BODY
+
+TEXT_PLAIN = "text/plain; charset=utf-8"
+
+
+@dataclass
+class Reply:
+    """An answer: ``stream`` (when set) replaces ``body`` and is sent chunk by chunk."""
+
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    stream: Iterator[bytes] | None = None
+
+    def close(self) -> None:
+        """Release what an unsent stream holds (a file, a connection)."""
+        close = getattr(self.stream, "close", None)
+        if callable(close):
+            close()
+
+
+def health_reply(method: str) -> Reply:
+    """The answer to ``<method> /health``: 200 ``Running`` for GET and HEAD, else 405."""
+    if method in ("GET", "HEAD"):
+        return Reply(200, {"Content-Type": TEXT_PLAIN}, HEALTH_BODY)
+    message = f"Method {method} is not allowed on /health; use GET"
+    return Reply(405, {"Content-Type": TEXT_PLAIN, "Allow": "GET, HEAD"}, message.encode())
