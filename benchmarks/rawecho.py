@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import hashlib
 import json
 import os
 import signal
@@ -27,11 +25,11 @@ import httptools
 import uvloop
 from websockets.frames import Frame, Opcode
 from websockets.protocol import Protocol, Side
+from websockets.utils import accept_key
 
 from aisetl.protocol import compose_direct_put_url, parse_pipeline, parse_query, sanitize_fqn
 from aisetl.target.http import HTTPClient
 
-_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC11B85"
 _TARGET_URL = os.environ.get("AIS_TARGET_URL", "")
 
 
@@ -122,8 +120,7 @@ class EchoProtocol(asyncio.Protocol):
 
     # WebSocket
     def _upgrade(self, rest: bytes) -> None:
-        key = self.headers.get(b"sec-websocket-key", b"")
-        accept = base64.b64encode(hashlib.sha1(key + _WS_GUID).digest())
+        accept = accept_key(self.headers.get(b"sec-websocket-key", b"").decode()).encode()
         assert self.transport is not None
         self.transport.write(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"

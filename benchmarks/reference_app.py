@@ -1,7 +1,8 @@
 """The benchmark's transforms on the reference SDK (``aistore[etl]``), run by its interpreter.
 
 ``BENCH_FRAMEWORK`` (``fastapi``, ``flask`` or ``http``) picks the base class and
-``BENCH_TRANSFORM`` the transform. uvicorn and gunicorn import ``reference_app:server.app``;
+``BENCH_TRANSFORM`` the transform. uvicorn imports ``reference_app:server.app`` and gunicorn
+``reference_app:app`` (the same object);
 ``python reference_app.py PORT`` runs the standard-library server with ``start()``, as the
 reference runtime image does.
 """
@@ -51,6 +52,7 @@ else:
 
 _port = int(sys.argv[1]) if __name__ == "__main__" and len(sys.argv) > 1 else 8000
 server = Server(host="127.0.0.1", port=_port)
+app = getattr(server, "app", None)  # gunicorn takes a module attribute, not server.app
 
 if __name__ == "__main__":
     server.start()

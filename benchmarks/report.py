@@ -149,9 +149,9 @@ def detail_lines(rows: Sequence[Row]) -> list[list[str]]:
         table.append(
             [
                 row.transform, c.mode, _size(c.size), str(c.concurrency), row.server,
-                str(row.workers), f"{r.objects_per_s:.1f}", f"{r.mib_per_s:.1f}", _ms(r.p50),
-                _ms(r.p99), spread, _ms(r.health_p99), f"{r.rss_idle / MIB:.0f}",
-                f"{r.rss_peak / MIB:.0f}", status,
+                str(row.processes or row.workers), f"{r.objects_per_s:.1f}",
+                f"{r.mib_per_s:.1f}", _ms(r.p50), _ms(r.p99), spread, _ms(r.health_p99),
+                f"{r.rss_idle / MIB:.0f}", f"{r.rss_peak / MIB:.0f}", status,
             ]
         )  # fmt: skip
     return table

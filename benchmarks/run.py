@@ -66,9 +66,9 @@ class Row:
     side: str
     framework: str
     transform: str
-    workers: int
+    workers: int  # workers asked for (the cell's key)
     result: CellResult
-    note: str = ""
+    processes: int = 0  # worker processes the server really runs
 
 
 def parse_size(text: str) -> int:
@@ -289,8 +289,9 @@ def measure(runs: list[Run], objects: int, ref_python: str | None) -> list[Row]:
                         run.kind.side,
                         run.kind.framework,
                         run.transform,
-                        run.kind.workers_used(run.workers),
+                        run.workers,
                         result,
+                        run.kind.workers_used(run.workers),
                     )
                     rows.append(row)
                     print("   " + report.progress_line(row), file=sys.stderr, flush=True)

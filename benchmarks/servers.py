@@ -70,7 +70,7 @@ class ServerKind:
             ]  # fmt: skip
         elif self.framework == "flask":
             argv = [
-                ref_python, "-m", "gunicorn", "reference_app:server.app", "--chdir", str(HERE),
+                ref_python, "-m", "gunicorn", "reference_app:app", "--chdir", str(HERE),
                 "--bind", "127.0.0.1:{port}", "--workers", str(workers),
                 "--worker-class", "gthread", "--threads", str(THREADS), "--log-level", "warning",
             ]  # fmt: skip
