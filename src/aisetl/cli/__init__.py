@@ -6,10 +6,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from aisetl.cli import get, new, run, serve, spec
+from aisetl.cli import bench, get, new, run, serve, spec
 
 #: Verb modules; each has ``register(subparsers)`` and sets ``handler`` on its parser.
-VERBS = [serve, run, get, new, spec]
+VERBS = [serve, run, get, bench, new, spec]
 
 
 class CommandError(Exception):

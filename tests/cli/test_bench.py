@@ -1,0 +1,77 @@
+"""``aisetl bench``: every mode through a real server, answers checked, bad input refused.
+
+Durations are tiny: these tests check that the measurement runs and judges answers, never how
+fast anything is.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from aisetl.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+ECHO_FASTAPI = str(REPO / "examples" / "echo_fastapi" / "server.py")
+ECHO_HTTP = str(REPO / "examples" / "echo_http" / "server.py")
+UPPER = str(REPO / "tests" / "testing" / "servers.py") + ":Upper"
+FAST = ["--duration", "0.3", "--warmup", "0", "--concurrency", "4", "--no-spec"]
+
+
+def test_every_mode_answers_and_is_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = tmp_path / "bench.csv"
+    argv = [ECHO_FASTAPI, "--comm", "hpush", "fqn", "hpull", "ws", "direct"]
+    code = main(["bench", *argv, "--size", "1KiB", "64KiB", "--echo", "--csv", str(report), *FAST])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    lines = out.strip().splitlines()
+    assert len(lines) == 10 and all(line.endswith("ok") for line in lines)
+    rows = list(csv.DictReader(report.open()))
+    assert {(r["mode"], r["size"]) for r in rows} == {
+        (mode, size)
+        for mode in ("hpush", "fqn", "hpull", "ws", "direct")
+        for size in ("1024", "65536")
+    }
+    for row in rows:
+        assert int(row["objects"]) > 0 and row["ok"] == "True"
+        assert float(row["p50_ms"]) > 0 and int(row["rss_peak"]) > 0
+
+
+def test_wrong_answers_fail_the_cell(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["bench", UPPER, "--server", "http", "--size", "100", "--echo", *FAST])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "FAILED" in out and "wrong answers" in out
+
+
+def test_consistent_transform_passes_without_echo(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        (data / f"f{i}.txt").write_bytes(b"x" * (i + 1) * 100)
+    code = main(
+        ["bench", UPPER, "--server", "flask", "--data", str(data), "--comm", "direct", *FAST]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "files" in out and out.strip().endswith("ok")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([ECHO_HTTP, "--comm", "ws"], "ws needs a server with a WebSocket endpoint"),
+        ([ECHO_HTTP, "--size", "lots"], "is not a size"),
+        ([ECHO_HTTP, "--workers", "0"], "--workers must be at least 1"),
+        ([str(REPO / "no-such.py")], "no-such.py"),
+    ],
+)
+def test_bad_input(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", *argv, *FAST]) == 2
+    assert message in capsys.readouterr().err
