@@ -13,6 +13,10 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[all,dev,examples]'
 	touch $@
 
+$(VENV)/.bench-installed: $(BIN)/.installed
+	$(BIN)/python -m pip install -q -e '.[all,dev,examples,bench]'
+	touch $@
+
 $(REF_VENV)/.installed:
 	$(PYTHON) -m venv $(REF_VENV)
 	$(REF_VENV)/bin/python -m pip install -q '$(REF_AISTORE)'
@@ -36,8 +40,9 @@ test: lint typecheck pytest
 demo: venv
 	$(BIN)/python -m aisetl.demo
 
-bench: venv ref-venv
-	AISETL_REFERENCE_PYTHON=$(abspath $(REF_VENV))/bin/python $(BIN)/python -m benchmarks.run
+# `make bench` runs the quick preset; pass more with ARGS, e.g. make bench ARGS="--full --docs"
+bench: $(VENV)/.bench-installed ref-venv
+	AISETL_REFERENCE_PYTHON=$(abspath $(REF_VENV))/bin/python $(BIN)/python -m benchmarks.run $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(REF_VENV) .pytest_cache .mypy_cache .ruff_cache
