@@ -219,3 +219,11 @@ def test_expect_100_continue(tgt: EmulatedTarget) -> None:
         sock.sendall(b"abc")
         assert sock.recv(1024).startswith(b"HTTP/1.1 200 OK\r\n")
     assert tgt.bucket("dst").get("e.bin") == b"abc"
+
+
+def test_non_latin1_object_names(tgt: EmulatedTarget) -> None:
+    base = register(tgt)
+    tgt.bucket("dst").put("ünïcødé/名前.bin", b"x")
+    path = f"{base}/ais%2F@%23%2Fdst%2F%C3%BCn%C3%AFc%C3%B8d%C3%A9%2F%E5%90%8D%E5%89%8D.bin"
+    assert call(tgt.url, "GET", path)[::2] == (200, b"x")
+    assert call(tgt.url, "HEAD", path)[0] == 200

@@ -770,8 +770,15 @@ class _ServerConnection(asyncio.Protocol):
                 reply = await self.server._handle(request)
             if self.dead or self.transport is None:
                 return
-            self.transport.write(_reply_bytes(request, reply, keep_alive))
+            try:
+                data = _reply_bytes(request, reply, keep_alive)
+            except Exception as exc:  # never leave the client waiting for an answer
+                reply = Reply(500, f"cannot serialize the response: {exc}".encode())
+                data = _reply_bytes(request, reply, keep_alive=False)
+                keep_alive = False
+            # Record first: whoever reads the response may look at the records right away.
             self.server._record(request, reply, started, fault.kind if fault else "")
+            self.transport.write(data)
             if not keep_alive:
                 self.dead = True
                 self.transport.close()
@@ -791,7 +798,8 @@ def _reply_bytes(request: Request, reply: Reply, keep_alive: bool) -> bytes:
         lines.append(f"Content-Length: {len(reply.body)}")
     if not keep_alive:
         lines.append("Connection: close")
-    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    # Header values go out as UTF-8 bytes, as a Go server writes them.
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
     if request.method == "HEAD" or no_body:
         return head
     return head + reply.body

@@ -86,6 +86,9 @@ class CellResult:
     rss_peak: int = 0  # sum of each server process's peak during the cell
     health_p99: float = 0.0  # latency of ``GET /health`` probes sent during the cell
     health_failed: int = 0  # probes without a 200 answer
+    answered: int = 0  # objects answered correctly during the whole cell (warmup included)
+    server_cpu: float = 0.0  # CPU seconds the server's processes used during the cell
+    generator_cpu: float = 0.0  # CPU seconds this process (generator and target) used
 
     @property
     def ok(self) -> bool:
@@ -101,6 +104,16 @@ class CellResult:
     def mib_per_s(self) -> float:
         """Object MiB per second in the measured window."""
         return self.bytes_in / MIB / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def server_cpu_per_object(self) -> float:
+        """Server CPU seconds per answered object."""
+        return self.server_cpu / self.answered if self.answered else 0.0
+
+    @property
+    def generator_cpu_per_object(self) -> float:
+        """Load generator (and emulated target) CPU seconds per answered object."""
+        return self.generator_cpu / self.answered if self.answered else 0.0
 
 
 def make_payload(size: int, seed: int) -> bytes:
@@ -163,6 +176,9 @@ def session_pids(session: int) -> list[int]:
     return pids
 
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
 def _status_kib(pid: int, key: bytes) -> int:
     try:
         with open(f"/proc/{pid}/status", "rb") as file:
@@ -190,6 +206,19 @@ class ProcessMemory:
     def pids(self) -> list[int]:
         """The processes measured now."""
         return session_pids(self.session) if self.available else []
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the processes have used so far."""
+        ticks = 0
+        for pid in self.pids():
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as file:
+                    stat = file.read()
+            except OSError:
+                continue
+            fields = stat[stat.rfind(b")") + 2 :].split()
+            ticks += int(fields[11]) + int(fields[12])
+        return ticks / _CLOCK_TICKS
 
     def rss(self) -> int:
         """Resident bytes now (sum over the processes)."""
@@ -385,6 +414,7 @@ class LoadGenerator:
                     result.mismatched += 1
                     result.first_error = result.first_error or f"wrong answer for {task.name}"
                     continue
+                result.answered += 1
                 if window.start <= finished <= window.end:
                     window.latencies.append(finished - started)
                     window.bytes_in += sizes[task.name]
@@ -393,6 +423,8 @@ class LoadGenerator:
         if memory is not None:
             result.rss_idle = memory.rss()
             memory.reset_peak()
+            server_cpu = memory.cpu_seconds()
+        generator_cpu = time.process_time()
         health: list[float] = []
         workers = [asyncio.ensure_future(worker()) for _ in range(cell.concurrency)]
         prober = asyncio.ensure_future(self._probe_health(server.host, server.port, health, result))
@@ -424,8 +456,10 @@ class LoadGenerator:
                 item.cancel()
             if pool is not None:
                 await pool.close()
+        result.generator_cpu = time.process_time() - generator_cpu
         if memory is not None:
             result.rss_peak = memory.peak()
+            result.server_cpu = memory.cpu_seconds() - server_cpu
         result.mismatched += self._sink_mismatch - mismatch_before
         if self._sink_mismatch > mismatch_before:
             result.first_error = result.first_error or self._sink_error
