@@ -296,6 +296,7 @@ class Cluster:
         self.targets = [Target(self, core) for core in self.core.targets]
         self._use_uvloop = use_uvloop
         self._thread: LoopThread | None = None
+        self._closed = False
 
     def __enter__(self) -> Cluster:
         return self.start()
@@ -309,7 +310,9 @@ class Cluster:
         self.close()
 
     def start(self) -> Cluster:
-        """Start the loop thread and every target's endpoint."""
+        """Start the loop thread and every target's endpoint (a cluster runs once)."""
+        if self._closed:
+            raise RuntimeError("this cluster was closed; create a new one")
         if self._thread is None:
             self._thread = LoopThread(use_uvloop=self._use_uvloop)
             try:
@@ -325,6 +328,7 @@ class Cluster:
         thread = self._thread
         if thread is None:
             return
+        self._closed = True
         try:
             thread.run(self.core.close(), timeout=60)
         finally:

@@ -12,8 +12,9 @@ import json
 import re
 import secrets
 import string
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from http import HTTPStatus
 from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 from aisetl.protocol import (
@@ -563,8 +564,6 @@ def ais_error_body(
 
 def go_status_text(status: int) -> str:
     """Go's ``http.StatusText`` for the statuses a target reports."""
-    from http import HTTPStatus
-
     try:
         return HTTPStatus(status).phrase
     except ValueError:
@@ -619,12 +618,3 @@ def new_job_id() -> str:
     return secrets.choice(string.ascii_letters) + "".join(
         secrets.choice(_ID_ALPHABET) for _ in range(9)
     )
-
-
-def header_value(headers: Mapping[str, str], name: str) -> str | None:
-    """Case-insensitive header lookup in a plain mapping."""
-    lowered = name.lower()
-    for key, value in headers.items():
-        if key.lower() == lowered:
-            return value
-    return None
