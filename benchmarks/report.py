@@ -64,7 +64,9 @@ def progress_line(row: Row) -> str:
     return (
         f"{c.mode:6} {_size(c.size):>7} c{c.concurrency:<3} {r.objects_per_s:9.1f} obj/s "
         f"{r.mib_per_s:8.1f} MiB/s  p50 {_ms(r.p50):>6} ms  p99 {_ms(r.p99):>6} ms  "
-        f"health p99 {_ms(r.health_p99):>5} ms  RSS {r.rss_peak / MIB:7.0f} MiB  {status}"
+        f"health p99 {_ms(r.health_p99):>5} ms  RSS {r.rss_peak / MIB:7.0f} MiB  "
+        f"CPU/obj srv {r.server_cpu_per_object * 1e6:6.0f} us gen "
+        f"{r.generator_cpu_per_object * 1e6:5.0f} us  {status}"
     )
 
 
@@ -138,7 +140,7 @@ def detail_lines(rows: Sequence[Row]) -> list[list[str]]:
         [
             "transform", "mode", "size", "conc", "server", "workers", "obj/s", "MiB/s",
             "p50 ms", "p99 ms", "p99/p50", "health p99 ms", "RSS idle MiB", "RSS peak MiB",
-            "status",
+            "server CPU us/obj", "generator CPU us/obj", "status",
         ]
     ]  # fmt: skip
     for row in rows:
@@ -151,7 +153,9 @@ def detail_lines(rows: Sequence[Row]) -> list[list[str]]:
                 row.transform, c.mode, _size(c.size), str(c.concurrency), row.server,
                 str(row.processes or row.workers), f"{r.objects_per_s:.1f}",
                 f"{r.mib_per_s:.1f}", _ms(r.p50), _ms(r.p99), spread, _ms(r.health_p99),
-                f"{r.rss_idle / MIB:.0f}", f"{r.rss_peak / MIB:.0f}", status,
+                f"{r.rss_idle / MIB:.0f}", f"{r.rss_peak / MIB:.0f}",
+                f"{r.server_cpu_per_object * 1e6:.0f}", f"{r.generator_cpu_per_object * 1e6:.0f}",
+                status,
             ]
         )  # fmt: skip
     return table
@@ -193,7 +197,8 @@ def write_csv(rows: Sequence[Row], path: Path) -> Path:
                 "server", "side", "framework", "transform", "workers", "mode", "size",
                 "concurrency", "seconds", "objects", "objects_per_s", "mib_per_s", "p50_ms",
                 "p99_ms", "health_p99_ms", "health_failed", "rss_idle_mib", "rss_peak_mib",
-                "failed", "mismatched", "ok", "first_error",
+                "server_cpu_us_per_object", "generator_cpu_us_per_object", "failed",
+                "mismatched", "ok", "first_error",
             ]
         )  # fmt: skip
         for row in rows:
@@ -205,8 +210,10 @@ def write_csv(rows: Sequence[Row], path: Path) -> Path:
                     c.size, c.concurrency, f"{r.seconds:.3f}", r.count,
                     f"{r.objects_per_s:.2f}", f"{r.mib_per_s:.2f}", f"{r.p50 * 1000:.3f}",
                     f"{r.p99 * 1000:.3f}", f"{r.health_p99 * 1000:.3f}", r.health_failed,
-                    f"{r.rss_idle / MIB:.1f}", f"{r.rss_peak / MIB:.1f}", r.failed,
-                    r.mismatched, r.ok, r.first_error,
+                    f"{r.rss_idle / MIB:.1f}", f"{r.rss_peak / MIB:.1f}",
+                    f"{r.server_cpu_per_object * 1e6:.1f}",
+                    f"{r.generator_cpu_per_object * 1e6:.1f}", r.failed, r.mismatched, r.ok,
+                    r.first_error,
                 ]
             )  # fmt: skip
     return path
