@@ -112,6 +112,7 @@ class Settings:
     keepalive_timeout: float = 75.0
     ws_errors: str = WS_ERRORS_TEXT
     ws_inflight: int = 16
+    inline_max_bytes: int = 1024 * 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -136,6 +137,7 @@ class Settings:
         cert, key = env.get("AIS_CRT") or None, env.get("AIS_CRT_KEY") or None
         workers_raw = env.get("NUM_WORKERS", "").strip()
         max_body = env.get("AISETL_MAX_BODY_SIZE", "").strip()
+        inline_max = env.get("AISETL_INLINE_MAX_BYTES", "").strip()
         return cls(
             target_url=target_url.rstrip("/"),
             direct_put=parse_bool(env.get("DIRECT_PUT")),
@@ -162,4 +164,7 @@ class Settings:
             keepalive_timeout=_seconds(env, "AISETL_KEEPALIVE_TIMEOUT", 75.0, 1.0),
             ws_errors=ws_errors,
             ws_inflight=_int(env, "AISETL_WS_INFLIGHT", 16, minimum=1),
+            inline_max_bytes=(
+                parse_size("AISETL_INLINE_MAX_BYTES", inline_max) if inline_max else 1024 * 1024
+            ),
         )

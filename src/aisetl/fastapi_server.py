@@ -246,7 +246,13 @@ class ProtocolHandler:
                 self._etl.logger.info("client went away: %s", exc)
                 return
         try:
-            reply = await runtime.loop.run_in_executor(runtime.executor, flow.handle, request, body)
+            reply = (
+                flow.handle_inline(request, body) if flow.can_run_inline(request, body) else None
+            )
+            if reply is None:
+                reply = await runtime.loop.run_in_executor(
+                    runtime.executor, flow.handle, request, body
+                )
         except ClientGone as exc:
             self._etl.logger.info("client went away: %s", exc)
             return
@@ -316,6 +322,12 @@ class WebSocketSession:
                 return None
             data = _ws_data(message)
             payload = data if isinstance(data, bytes) else data.encode("utf-8")
+        if flow.can_run_inline(request, payload):
+            reply = flow.handle_inline(request, payload)
+            if reply is not None:
+                done = loop.create_future()
+                done.set_result(flow.ws_message(reply, request.path))
+                return done
         return loop.run_in_executor(self._runtime.executor, self._task, request, payload)
 
     def _task(self, request: ObjectRequest, payload: bytes | None) -> WsMessage:

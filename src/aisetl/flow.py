@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
@@ -93,6 +94,57 @@ class WsMessage:
     failed: bool = False
 
 
+class InlinePolicy:
+    """Learns whether a buffered transform is quick enough to run on an event loop thread.
+
+    Handing an object to a thread pool and back costs more than a quick transform itself, so
+    an event-loop server may run quick ones inline. Every transform call is timed; after
+    ``streak`` calls in a row that each took at most ``limit`` seconds, :attr:`inline` turns
+    true. A slow call resets the streak; a slow call that ran inline also holds inline
+    execution off for a while (1 s, doubling up to 60 s while it keeps happening), so a
+    transform whose cost varies blocks the loop rarely and briefly.
+    """
+
+    def __init__(self, limit: float = 0.001, streak: int = 32) -> None:
+        self.limit = limit
+        self.streak = streak
+        self._fast = 0
+        self._hold_until = 0.0
+        self._penalty = 1.0
+
+    @property
+    def inline(self) -> bool:
+        """Whether the next quick-looking call may run inline."""
+        return self._fast >= self.streak and time.monotonic() >= self._hold_until
+
+    def record(self, seconds: float, inline: bool) -> None:
+        """Account for one transform call that took ``seconds``."""
+        if seconds <= self.limit:
+            self._fast += 1
+            if self._fast >= 1000 * self.streak:
+                self._penalty = 1.0
+            return
+        self._fast = 0
+        if inline:
+            self.hold()
+
+    def hold(self) -> None:
+        """Keep inline execution off for a while (longer each time)."""
+        self._fast = 0
+        self._hold_until = time.monotonic() + self._penalty
+        self._penalty = min(self._penalty * 2, 60.0)
+
+
+class _RunOffLoop(Exception):
+    """An inline transform raised unexpectedly: run the object on the thread pool instead."""
+
+
+def _deliberate(exc: Exception) -> bool:
+    from aisetl.server import TransformError
+
+    return isinstance(exc, TransformError)
+
+
 _thread_loops = threading.local()
 
 
@@ -140,12 +192,49 @@ class Flow:
         self._direct_put = DirectPut(self._client, server.settings, server.logger)
         self._content_type = server.get_mime_type()
         self.streaming = server.use_streaming
+        self.inline_policy = InlinePolicy()
+        self._inline = threading.local()
 
     # --- entry points -----------------------------------------------------------------------
 
     def wants_body_stream(self, request: ObjectRequest) -> bool:
         """Whether the adapter should pass the request body as a reader (not as bytes)."""
         return self.streaming and not request.fqn
+
+    def can_run_inline(self, request: ObjectRequest, body: bytes | BinaryIO | None) -> bool:
+        """Whether :meth:`handle_inline` may handle this object on the caller's event loop.
+
+        Only a quick synchronous buffered transform of bytes already in memory, with no
+        network I/O: no hop to deliver to and no bytes to fetch from the target.
+        """
+        return (
+            not self.streaming
+            and not self._server.transform_is_async
+            and not request.pipeline
+            and not request.from_target
+            and not request.fqn
+            and (body is None or isinstance(body, bytes))
+            and len(body or b"") <= self._settings.inline_max_bytes
+            and self._settings.inline_max_bytes > 0
+            and self.inline_policy.inline
+        )
+
+    def handle_inline(self, request: ObjectRequest, body: bytes | BinaryIO | None) -> Reply | None:
+        """:meth:`handle` on an event loop thread (after :meth:`can_run_inline` said yes).
+
+        ``None`` when the transform raised an unexpected exception there (some code cannot
+        run on an event loop, e.g. ``asyncio.run``): the caller then runs :meth:`handle` on
+        its thread pool, as it would have without inline execution, and inline execution
+        stays off for a while.
+        """
+        self._inline.active = True
+        try:
+            return self.handle(request, body)
+        except _RunOffLoop:
+            self.inline_policy.hold()
+            return None
+        finally:
+            self._inline.active = False
 
     def handle(self, request: ObjectRequest, body: bytes | BinaryIO | None = None) -> Reply:
         """Transform one object and decide the answer; never raises for a bad request."""
@@ -235,10 +324,18 @@ class Flow:
             if server.transform_is_async:
                 result = self._run_async(server.transform(data, request.path, request.etl_args))  # type: ignore[arg-type]
             else:
-                result = server.transform(data, request.path, request.etl_args)
+                started = time.perf_counter()
+                try:
+                    result = server.transform(data, request.path, request.etl_args)
+                finally:
+                    self.inline_policy.record(
+                        time.perf_counter() - started, getattr(self._inline, "active", False)
+                    )
         except (Failure, ClientGone):
             raise
         except Exception as exc:
+            if getattr(self._inline, "active", False) and not _deliberate(exc):
+                raise _RunOffLoop from exc
             raise self._transform_failure(exc, request) from exc
         return _as_bytes(result, "transform()")
 
