@@ -7,6 +7,8 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from aisetl.workers import tune_interpreter
+
 
 class _EmbeddedApplication(BaseApplication):  # type: ignore[misc]
     """A gunicorn application around an app object built before the workers fork."""
@@ -27,4 +29,5 @@ class _EmbeddedApplication(BaseApplication):  # type: ignore[misc]
 
 def run_gunicorn(app: Callable[..., Iterable[bytes]], options: dict[str, Any]) -> None:
     """Serve ``app`` with gunicorn until it is stopped by a signal."""
+    tune_interpreter()
     _EmbeddedApplication(app, options).run()

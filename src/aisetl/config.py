@@ -77,6 +77,13 @@ def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.replace(":", ",").split(",") if item.strip())
 
 
+def _concurrency(env: Mapping[str, str]) -> int | None:
+    raw = env.get("AISETL_TRANSFORM_CONCURRENCY", "").strip().lower()
+    if raw in ("", "auto"):
+        return None
+    return _int(env, "AISETL_TRANSFORM_CONCURRENCY", 1, minimum=1)
+
+
 #: How a WebSocket task failure is reported (PROTOCOL.md §7.4 has no error channel).
 WS_ERRORS_TEXT = "text"
 WS_ERRORS_CLOSE = "close"
@@ -107,7 +114,8 @@ class Settings:
     fqn_allow: tuple[str, ...] = ()
     hop_allow: tuple[str, ...] = ()
     max_body_size: int = 0
-    threads: int = 32
+    threads: int = 128
+    transform_concurrency: int | None = None  # None: learned (see aisetl.limiter)
     grace_period: float = 25.0
     keepalive_timeout: float = 75.0
     ws_errors: str = WS_ERRORS_TEXT
@@ -159,7 +167,8 @@ class Settings:
             fqn_allow=_list(env, "AISETL_FQN_ALLOW"),
             hop_allow=_list(env, "AISETL_HOP_ALLOW"),
             max_body_size=parse_size("AISETL_MAX_BODY_SIZE", max_body) if max_body else 0,
-            threads=_int(env, "AISETL_THREADS", 32, minimum=1),
+            threads=_int(env, "AISETL_THREADS", 128, minimum=1),
+            transform_concurrency=_concurrency(env),
             grace_period=_seconds(env, "AISETL_GRACE_PERIOD", 25.0),
             keepalive_timeout=_seconds(env, "AISETL_KEEPALIVE_TIMEOUT", 75.0, 1.0),
             ws_errors=ws_errors,

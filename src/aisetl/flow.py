@@ -8,6 +8,7 @@ the request has one), calls :meth:`Flow.handle` from a worker thread, and writes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from aisetl.direct_put import DirectPut
+from aisetl.limiter import TransformLimiter
 from aisetl.outbound import OutboundClient
 from aisetl.protocol import (
     HEADER_DIRECT_PUT_LENGTH,
@@ -171,6 +173,22 @@ def _sync_iter(chunks: AsyncIterator[bytes], run_async: RunAsync) -> Iterator[by
             run_async(aclose())
 
 
+def _limited(chunks: Iterator[bytes], limiter: TransformLimiter) -> Iterator[bytes]:
+    """Run each step of a synchronous streaming transform in a transform slot."""
+    done = object()
+    try:
+        while True:
+            with limiter.slot():
+                chunk = next(chunks, done)
+            if chunk is done:
+                return
+            yield chunk  # type: ignore[misc]
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+
+
 def _as_bytes(value: object, what: str) -> bytes:
     if isinstance(value, bytes):
         return value
@@ -191,6 +209,9 @@ class Flow:
         self._client = OutboundClient(server.settings)
         self._direct_put = DirectPut(self._client, server.settings, server.logger)
         self._content_type = server.get_mime_type()
+        self._limiter = TransformLimiter(
+            server.settings.transform_concurrency, server.settings.threads
+        )
         self.streaming = server.use_streaming
         self.inline_policy = InlinePolicy()
         self._inline = threading.local()
@@ -325,12 +346,13 @@ class Flow:
                 result = self._run_async(server.transform(data, request.path, request.etl_args))  # type: ignore[arg-type]
             else:
                 started = time.perf_counter()
+                inline = getattr(self._inline, "active", False)
                 try:
-                    result = server.transform(data, request.path, request.etl_args)
+                    # On an event loop a slot must never be waited for: the loop would stop.
+                    with contextlib.nullcontext() if inline else self._limiter.slot():
+                        result = server.transform(data, request.path, request.etl_args)
                 finally:
-                    self.inline_policy.record(
-                        time.perf_counter() - started, getattr(self._inline, "active", False)
-                    )
+                    self.inline_policy.record(time.perf_counter() - started, inline)
         except (Failure, ClientGone):
             raise
         except Exception as exc:
@@ -358,8 +380,10 @@ class Flow:
                 reader, request.path, request.etl_args
             )
             if server.stream_is_async:
-                output = _sync_iter(output, self._run_async)  # type: ignore[arg-type]
-            for chunk in output:  # type: ignore[union-attr]
+                chunks = _sync_iter(output, self._run_async)  # type: ignore[arg-type]
+            else:
+                chunks = _limited(iter(output), self._limiter)  # type: ignore[arg-type]
+            for chunk in chunks:
                 if chunk:
                     yield _as_bytes(chunk, "transform_stream()")
         except (Failure, ClientGone):

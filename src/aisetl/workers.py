@@ -11,11 +11,23 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable
 from types import FrameType
 
 LISTEN_BACKLOG = 2048
+#: How often (seconds) a thread running Python must offer the interpreter lock to others. The
+#: default 5 ms makes a thread that needs the lock briefly (/health, the event loop) wait 5 ms
+#: per turn behind each busy transform thread.
+SWITCH_INTERVAL = 0.001
+
+
+def tune_interpreter() -> None:
+    """Settings for a server process: a short interpreter-lock switch interval."""
+    sys.setswitchinterval(SWITCH_INTERVAL)
+
+
 _RESTART_PAUSE = 0.5
 
 
@@ -42,6 +54,7 @@ def run_workers(
     logger: logging.Logger,
 ) -> None:
     """Serve ``sock`` with ``workers`` processes (in this process when ``workers`` is 1)."""
+    tune_interpreter()
     if workers <= 1:
         serve(sock)
         return

@@ -35,7 +35,10 @@ def register(subparsers: Any) -> None:
         "--workers", type=int, default=None, help="worker processes (default: NUM_WORKERS or 1)"
     )
     parser.add_argument(
-        "--threads", type=int, default=None, help="transform threads per worker (default 32)"
+        "--threads",
+        type=int,
+        default=None,
+        help="threads per worker that handle objects (default 128)",
     )
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     parser.add_argument(

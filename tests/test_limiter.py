@@ -1,0 +1,59 @@
+"""The transform limiter: fixed slots, and slots learned from CPU time."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from aisetl.limiter import CPU_BOUND_SLOTS, TransformLimiter
+
+
+def _run(limiter: TransformLimiter, work: object, threads: int = 8, rounds: int = 3) -> int:
+    """Run ``work`` in ``threads`` threads under the limiter; return the peak concurrency."""
+    active = 0
+    peak = 0
+    lock = threading.Lock()
+
+    def worker() -> None:
+        nonlocal active, peak
+        for _ in range(rounds):
+            with limiter.slot():
+                with lock:
+                    active += 1
+                    peak = max(peak, active)
+                work()  # type: ignore[operator]
+                with lock:
+                    active -= 1
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join(30)
+    return peak
+
+
+def _spin() -> None:
+    deadline = time.thread_time() + 0.01
+    while time.thread_time() < deadline:
+        pass
+
+
+def test_fixed_slots_are_never_exceeded() -> None:
+    limiter = TransformLimiter(fixed=3, ceiling=64)
+    assert _run(limiter, lambda: time.sleep(0.01)) == 3
+    assert limiter.limit == 3
+
+
+def test_cpu_bound_transforms_get_few_slots() -> None:
+    limiter = TransformLimiter(fixed=None, ceiling=64)
+    assert limiter.limit == CPU_BOUND_SLOTS  # until calls show otherwise
+    assert _run(limiter, _spin) <= CPU_BOUND_SLOTS
+    assert limiter.limit == CPU_BOUND_SLOTS
+
+
+def test_waiting_transforms_get_every_thread() -> None:
+    limiter = TransformLimiter(fixed=None, ceiling=64)
+    _run(limiter, lambda: time.sleep(0.02), threads=4, rounds=10)
+    assert limiter.limit == 64
+    assert _run(limiter, lambda: time.sleep(0.05), threads=12, rounds=1) > CPU_BOUND_SLOTS
