@@ -104,7 +104,7 @@ class Suffix(ETLServer):
 
 
 class CpuHeavy(ETLServer):
-    """A fixed amount of pure-Python work (``etl_args`` thousand rounds, default 2000: about 0.1 s)."""
+    """Fixed pure-Python work: ``etl_args`` thousand rounds (default 2000, about 0.1 s)."""
 
     def transform(self, data: bytes | str, path: str, etl_args: str) -> bytes:
         rounds = int(etl_args or "2000") * 1000

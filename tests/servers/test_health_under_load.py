@@ -35,7 +35,7 @@ def test_health_answers_while_cpu_heavy_transforms_saturate_the_server(
 
         def load() -> None:
             while time.monotonic() < stop:
-                result = target.hpush(etl, bucket, "o", etl_args="1000")  # some 40 ms of Python each
+                result = target.hpush(etl, bucket, "o", etl_args="1000")  # ~40 ms of Python
                 if result.error is not None:
                     errors.append(result.error)
 
