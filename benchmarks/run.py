@@ -162,7 +162,8 @@ def plan(args: argparse.Namespace) -> list[Run]:
                     if mode != "ws" or kind.ws
                 ]
                 for workers in args.workers or [1]:
-                    runs.append(Run(kind, transform, workers, cells))
+                    # a fresh server per cell: each starts from its own idle memory
+                    runs += [Run(kind, transform, workers, [cell]) for cell in cells]
         return runs
     if args.scaling:
         workers_list = args.workers or list(range(1, cores + 1))
