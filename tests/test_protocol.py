@@ -13,9 +13,6 @@ from aisetl.protocol import (
     compose_direct_put_url,
     decode_path,
     fqn_allowed,
-    fqn_query_value,
-    go_path_escape,
-    go_query_encode,
     interpret_hop_response,
     is_target_hop,
     parse_bool,
@@ -25,8 +22,13 @@ from aisetl.protocol import (
     quote_uname,
     retry_delay,
     sanitize_fqn,
-    target_uname,
     upstream_url,
+)
+from aisetl.target.wire import (
+    fqn_query_value,
+    go_path_escape,
+    go_query_encode,
+    target_uname,
     ws_control_message,
 )
 
@@ -332,11 +334,10 @@ def test_tv48_ws_control_message() -> None:
     assert sanitize_fqn(parsed["fqn"]) == "/ais/mp1/@ais/images/%ob/cat 1.jpg"
 
 
-def test_ws_control_message_order_and_html_escapes() -> None:
-    message = ws_control_message("a<b>&c", etl_args="q=1", pipeline="http://h:1")
-    assert (
-        message == b'{"pipeline":"http://h:1","etl_args":"q=1","path":"a\\u003cb\\u003e\\u0026c"}'
-    )
+def test_ws_control_message_order_keeps_html_characters_literal() -> None:
+    """The target's JSON encoder does not HTML-escape (TV-50 carries a literal ``&``)."""
+    message = ws_control_message("a<b>&c", etl_args="q=1", pipeline="http://h:1/o?owt=3&uuid=X")
+    assert message == b'{"pipeline":"http://h:1/o?owt=3&uuid=X","etl_args":"q=1","path":"a<b>&c"}'
     assert json.loads(message)["path"] == "a<b>&c"
 
 

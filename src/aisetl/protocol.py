@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import posixpath
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
@@ -43,8 +43,6 @@ DOWNLOAD_PATH = "/download"
 ETL_OBJECT_PATH = "/v1/etl/_object"
 DEFAULT_PORT = 8000
 
-#: Characters Go's ``url.PathEscape`` leaves alone besides the unreserved set.
-_GO_PATH_SEGMENT_SAFE = "$&+:=@"
 #: Hpull uname as the reference re-escapes it: one segment, only ``@`` literal.
 _UNAME_SAFE = "@"
 #: Object path of a PUT to an ETL stage: ``/`` and ``@`` literal.
@@ -247,59 +245,6 @@ def direct_put_headers(length: int) -> dict[str, str]:
 def retry_delay(attempt: int, base: float = 1.0, cap: float = 30.0) -> float:
     """Seconds to sleep before retry number ``attempt + 1`` (0-based): base·2^attempt, capped."""
     return float(min(base * (2**attempt), cap))
-
-
-# --- target side: how a Go target encodes its requests --------------------------------------
-
-
-def go_path_escape(value: str) -> str:
-    """Go's ``url.PathEscape``: one path segment; ``/ ? # % ; ,`` and spaces are escaped."""
-    return quote(value, safe=_GO_PATH_SEGMENT_SAFE, errors="surrogateescape")
-
-
-def go_query_encode(params: Mapping[str, str]) -> str:
-    """Go's ``url.Values.Encode``: keys sorted, form encoding (space as ``+``)."""
-    return urlencode(sorted(params.items()))
-
-
-def target_uname(bucket: str, obj: str, provider: str = "ais", namespace: str = "") -> str:
-    """AIStore's uname of an object: ``<provider>/@<ns-uuid>#<ns-name>/<bucket>/<object>``.
-
-    The global namespace is written ``@#``; ``namespace`` is the part after ``@``.
-    """
-    ns = "@" + namespace if "#" in namespace else "@#" + namespace
-    return f"{provider}/{ns}/{bucket}/{obj}"
-
-
-def fqn_query_value(fqn: str) -> str:
-    """The ``etl_fqn`` value a target puts in the query (escaped once; encoding adds the 2nd)."""
-    return go_path_escape(fqn)
-
-
-def ws_control_message(
-    path: str,
-    fqn: str = "",
-    etl_args: str = "",
-    pipeline: str = "",
-) -> bytes:
-    """A target's ws control message: compact JSON, Go field order, empty keys omitted.
-
-    Go's JSON encoder escapes ``<``, ``>`` and ``&`` as ``\\u003c`` etc. and writes non-ASCII
-    as UTF-8; so does this.
-    """
-    fields = {
-        WS_KEY_PIPELINE: pipeline,
-        WS_KEY_ETL_ARGS: etl_args,
-        WS_KEY_FQN: go_path_escape(fqn) if fqn else "",
-        WS_KEY_PATH: path,
-    }
-    text = json.dumps(
-        {key: value for key, value in fields.items() if value},
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
-    text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-    return text.encode("utf-8", errors="surrogateescape")
 
 
 def parse_ws_control(message: bytes | str) -> dict[str, str]:

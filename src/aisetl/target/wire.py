@@ -12,27 +12,46 @@ import json
 import re
 import secrets
 import string
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
-from urllib.parse import quote_from_bytes, unquote_to_bytes
+from urllib.parse import quote, quote_from_bytes, unquote_to_bytes, urlencode
 
-from aisetl.protocol import (
-    ETL_OBJECT_PATH,
-    QPARAM_ETL_ARGS,
-    QPARAM_ETL_FQN,
-    QPARAM_LATEST_VER,
-    fqn_query_value,
-    go_path_escape,
-    go_query_encode,
-    target_uname,
-)
+from aisetl.protocol import ETL_OBJECT_PATH, QPARAM_ETL_ARGS, QPARAM_ETL_FQN, QPARAM_LATEST_VER
 
 #: What a Go HTTP client sends as ``User-Agent`` when none is set.
 GO_USER_AGENT = "Go-http-client/1.1"
 #: Object-write-transaction code of a transform (``owt`` query parameter).
 OWT_TRANSFORM = "3"
 QPARAM_UUID = "uuid"
+#: Characters Go's ``url.PathEscape`` leaves alone besides the unreserved set.
+_GO_PATH_SEGMENT_SAFE = "$&+:=@"
+
+
+def go_path_escape(value: str) -> str:
+    """Go's ``url.PathEscape``: one path segment; ``/ ? # % ; ,`` and spaces are escaped."""
+    return quote(value, safe=_GO_PATH_SEGMENT_SAFE, errors="surrogateescape")
+
+
+def go_query_encode(params: Mapping[str, str]) -> str:
+    """Go's ``url.Values.Encode``: keys sorted, form encoding (space as ``+``)."""
+    return urlencode(sorted(params.items()))
+
+
+def target_uname(bucket: str, obj: str, provider: str = "ais", namespace: str = "") -> str:
+    """AIStore's uname of an object: ``<provider>/@<ns-uuid>#<ns-name>/<bucket>/<object>``.
+
+    The global namespace is written ``@#``; ``namespace`` is the part after ``@``.
+    """
+    ns = "@" + namespace if "#" in namespace else "@#" + namespace
+    return f"{provider}/{ns}/{bucket}/{obj}"
+
+
+def fqn_query_value(fqn: str) -> str:
+    """The ``etl_fqn`` value a target puts in the query (escaped once; encoding adds the 2nd)."""
+    return go_path_escape(fqn)
+
+
 QPARAM_OWT = "owt"
 QPARAM_ETL_NAME = "etl_name"
 QPARAM_ETL_PIPELINE = "etl_pipeline"
