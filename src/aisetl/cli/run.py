@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import re
@@ -19,7 +18,7 @@ from aisetl.spec import DEFAULT_INIT_TIMEOUT, DEFAULT_OBJ_TIMEOUT
 
 if TYPE_CHECKING:  # the emulator is imported when a run starts, not for every command
     from aisetl.cli.stages import Stage
-    from aisetl.target import Cluster, JobReport
+    from aisetl.target import JobReport
 
 EPILOG = """\
 SERVER is path/to/server.py[:CLASS] or MODULE:CLASS. An etl_spec.yaml beside the server's
@@ -432,8 +431,6 @@ def execute(plan: RunPlan) -> int:
         for target in cluster.targets:
             target.attach_bucket(dst_bucket, plan.dst)
         print(f"  servers ready in {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
-        if plan.etl_args:
-            _send_etl_args(cluster, plan.etl_args)
         display = make_display(quiet=plan.quiet)
         spec = JobSpec(
             etl=etls[0],
@@ -450,6 +447,7 @@ def execute(plan: RunPlan) -> int:
             progress=display.update if display else None,
             progress_interval=0.1,
             max_errors=max(plan.total, 1),
+            etl_args=plan.etl_args,
         )
         if display:
             display.start(plan.total)
@@ -498,13 +496,6 @@ def check_results(plan: RunPlan, report: JobReport, src_bucket: str) -> None:
         report.errors.append(ObjError(f"ais://{src_bucket}/{name}", MSG_MISSING))
         report.failed += 1
         report.delivered -= 1
-
-
-def _send_etl_args(cluster: Cluster, etl_args: str) -> None:
-    """Make the job send ``etl_args`` with every object (offline jobs of a target send none)."""
-    for target in cluster.targets:
-        core = target.core
-        core.copy = functools.partial(core.copy, etl_args=etl_args)  # type: ignore[method-assign]
 
 
 def run(args: argparse.Namespace) -> int:

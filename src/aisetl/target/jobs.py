@@ -98,6 +98,8 @@ class JobSpec:
     progress_interval: float = 0.2
     max_errors: int = 1000
     job_id: str = ""
+    #: A real target's offline jobs send no ``etl_args``; ``aisetl run --args`` may.
+    etl_args: str = ""
 
 
 class _Job:
@@ -184,6 +186,7 @@ class _Job:
                     dst,
                     comm=spec.comm,
                     fqn=spec.fqn,
+                    etl_args=spec.etl_args,
                     pipeline=spec.pipeline,
                     job_id=report.job_id,
                     ws_pool=pool,
