@@ -42,10 +42,7 @@ COMM_TYPES = ("hpush", "hpull", "ws")
 _ETL_ERROR_PREFIX = "ETL error: "
 _LOG_LINES = 20
 _names = itertools.count(1)
-_MSG_DELIVERED = (
-    "no result: the server answered as if it had delivered the object by direct put (over ws "
-    "that is how a server's failure reaches a target: ws has no error channel)"
-)
+_MSG_DELIVERED = "no result: the server answered as if it had delivered the object by direct put"
 
 
 class TransformFailed(Exception):
@@ -79,6 +76,10 @@ class Result:
 
 def _error_text(result: TransformResult) -> str | None:
     if result.error is None:
+        if result.text is not None and result.content is None:
+            # Inline, with no hop, a ws server must answer with bytes: a text reply is how
+            # a server reports a failure over ws (a target would count it as delivered).
+            return f"{result.text} (a ws text reply: a target would count it as delivered)"
         return None
     msg = result.error.msg
     return msg[len(_ETL_ERROR_PREFIX) :] if msg.startswith(_ETL_ERROR_PREFIX) else msg

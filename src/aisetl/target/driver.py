@@ -64,6 +64,7 @@ class TransformResult:
     status: int = 0  # the server's last HTTP status (0: none)
     content: bytes | None = None  # transformed bytes returned to the target
     delivered: bool = False  # answered 204 / ws text: delivered by direct put
+    text: str | None = None  # a ws text reply (a target ignores what it says)
     error: ObjError | None = None
     attempts: int = 0  # HTTP attempts (ws: 1)
     elapsed: float = 0.0
@@ -321,6 +322,7 @@ class Driver:
             return self._finish(result.fail(str(exc)))
         if isinstance(reply, str):
             result.delivered = True
+            result.text = reply
         elif not task.sink:
             result.fail(
                 "task.w is nil, expected direct put but got result from pipeline: " + pipeline
