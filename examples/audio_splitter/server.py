@@ -39,8 +39,7 @@ from typing import IO, Any, BinaryIO
 
 import soundfile as sf
 
-from aisetl import TransformError
-from aisetl.config import ConfigError
+from aisetl import ConfigError, TransformError
 from aisetl.fastapi_server import FastAPIServer
 
 CHUNK = 256 * 1024

@@ -37,8 +37,7 @@ from typing import Any, BinaryIO
 
 import zstandard
 
-from aisetl import TransformError
-from aisetl.config import ConfigError
+from aisetl import ConfigError, TransformError
 from aisetl.fastapi_server import FastAPIServer
 
 CHUNK = 256 * 1024

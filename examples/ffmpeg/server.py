@@ -28,8 +28,7 @@ import shutil
 import subprocess
 import tempfile
 
-from aisetl import TransformError
-from aisetl.config import ConfigError
+from aisetl import ConfigError, TransformError
 from aisetl.fastapi_server import FastAPIServer
 
 DEFAULTS = {"AR": "16000", "AC": "1", "CODEC": "pcm_s16le", "FORMAT": "wav"}

@@ -30,8 +30,7 @@ from typing import Any, BinaryIO
 
 import xxhash
 
-from aisetl import TransformError
-from aisetl.config import ConfigError
+from aisetl import ConfigError, TransformError
 from aisetl.fastapi_server import FastAPIServer
 
 CHUNK = 1024 * 1024

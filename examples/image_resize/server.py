@@ -34,8 +34,7 @@ from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from aisetl import TransformError
-from aisetl.config import ConfigError
+from aisetl import ConfigError, TransformError
 from aisetl.fastapi_server import FastAPIServer
 
 FORMATS = {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from aisetl.config import ConfigError
 from aisetl.server import ETLServer, TransformError
 
 if TYPE_CHECKING:
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConfigError",
     "ETLServer",
     "FastAPIServer",
     "FlaskServer",

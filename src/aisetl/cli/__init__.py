@@ -7,13 +7,10 @@ import sys
 from collections.abc import Sequence
 
 from aisetl.cli import bench, get, new, run, serve, spec
+from aisetl.cli.errors import CommandError
 
 #: Verb modules; each has ``register(subparsers)`` and sets ``handler`` on its parser.
 VERBS = [serve, run, get, bench, new, spec]
-
-
-class CommandError(Exception):
-    """A user error: printed as one line, exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:

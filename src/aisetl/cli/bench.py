@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aisetl.cli.errors import CommandError
 from aisetl.loader import FRAMEWORKS
 
 if TYPE_CHECKING:  # the emulator is imported when a benchmark starts
@@ -98,7 +99,6 @@ def register(subparsers: Any) -> None:
 
 
 def _sizes(values: list[str]) -> list[int]:
-    from aisetl.cli import CommandError
     from aisetl.config import ConfigError, parse_size
 
     sizes = []
@@ -112,7 +112,6 @@ def _sizes(values: list[str]) -> list[int]:
 
 
 def _env(values: list[str]) -> dict[str, str]:
-    from aisetl.cli import CommandError
 
     env = {}
     for value in values:
@@ -124,7 +123,6 @@ def _env(values: list[str]) -> dict[str, str]:
 
 
 def _data(folder: str) -> list[bytes]:
-    from aisetl.cli import CommandError
 
     root = Path(folder)
     if not root.is_dir():
@@ -181,7 +179,6 @@ def write_csv(path: Path, results: list[CellResult]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """The ``bench`` verb."""
-    from aisetl.cli import CommandError
     from aisetl.cli.stages import StageError, launch, load_stage, name_stages
     from aisetl.target import Cluster
     from aisetl.target.load import Cell, LoadGenerator, ProcessMemory, temp_root

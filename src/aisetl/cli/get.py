@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from aisetl.cli.errors import CommandError
 from aisetl.loader import FRAMEWORKS
 from aisetl.spec import DEFAULT_INIT_TIMEOUT, DEFAULT_OBJ_TIMEOUT
 
@@ -90,7 +91,6 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Transform one file and write the result."""
-    from aisetl.cli import CommandError
     from aisetl.cli.run import _env_map, check_ws
     from aisetl.cli.stages import StageError, launch, load_stage, name_stages
     from aisetl.target import Cluster

@@ -10,6 +10,7 @@ from string import Template
 from typing import Any
 
 from aisetl import spec as specs
+from aisetl.cli.errors import CommandError
 from aisetl.loader import FRAMEWORKS
 
 EPILOG = """\
@@ -111,7 +112,6 @@ def create(folder: Path, framework: str = "fastapi", image: str | None = None) -
 
 def run(args: argparse.Namespace) -> int:
     """Create the folder and say what to do next."""
-    from aisetl.cli import CommandError
 
     folder = Path(args.name)
     try:

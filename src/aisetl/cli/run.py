@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aisetl.cli.errors import CommandError
 from aisetl.loader import FRAMEWORKS
 from aisetl.spec import DEFAULT_INIT_TIMEOUT, DEFAULT_OBJ_TIMEOUT
 
@@ -159,7 +160,6 @@ def register(subparsers: Any) -> None:
 
 
 def _ext_map(values: list[str]) -> dict[str, str]:
-    from aisetl.cli import CommandError
 
     mapping: dict[str, str] = {}
     for value in values:
@@ -173,7 +173,6 @@ def _ext_map(values: list[str]) -> dict[str, str]:
 
 
 def _env_map(values: list[str]) -> dict[str, str]:
-    from aisetl.cli import CommandError
 
     env: dict[str, str] = {}
     for value in values:
@@ -190,7 +189,6 @@ def _inside(child: Path, parent: Path) -> bool:
 
 def check_folders(src_arg: str, dst_arg: str, prefix: str) -> tuple[Path, Path, int]:
     """Resolve --src and --dst, refuse overlaps; return them and the number of objects."""
-    from aisetl.cli import CommandError
     from aisetl.target import Bucket
 
     src = Path(src_arg)
@@ -218,7 +216,6 @@ def check_folders(src_arg: str, dst_arg: str, prefix: str) -> tuple[Path, Path, 
 
 def plan(args: argparse.Namespace) -> RunPlan:
     """Check every argument and load every server; raise :class:`CommandError`."""
-    from aisetl.cli import CommandError
     from aisetl.cli.stages import StageError, check_port, load_stage, name_stages
 
     for flag, value in (("--workers", args.workers), ("--concurrency", args.concurrency)):
@@ -280,7 +277,6 @@ def plan(args: argparse.Namespace) -> RunPlan:
 
 def check_ws(comm: str, stage: Stage) -> None:
     """Refuse ws for a server without a WebSocket endpoint (only FastAPI has one)."""
-    from aisetl.cli import CommandError
 
     if comm == "ws" and stage.framework != "fastapi":
         raise CommandError(
@@ -394,7 +390,6 @@ def _header(plan: RunPlan) -> str:
 
 def execute(plan: RunPlan) -> int:
     """Start the servers and the emulated target, run the job, report; return the exit code."""
-    from aisetl.cli import CommandError
     from aisetl.cli.progress import make_display
     from aisetl.cli.stages import StageError, launch
     from aisetl.target import Cluster, JobSpec, rename_with, run_job

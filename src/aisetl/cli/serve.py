@@ -7,6 +7,7 @@ import os
 import sys
 from typing import Any
 
+from aisetl.cli.errors import CommandError
 from aisetl.config import ConfigError
 from aisetl.loader import FRAMEWORKS, LoadError, bind_framework, load_server_class
 from aisetl.protocol import DEFAULT_PORT
@@ -22,6 +23,16 @@ def register(subparsers: Any) -> None:
             "standard-library server for http. SERVER is MODULE:CLASS or a file path "
             "(path/to/server.py[:CLASS]). A class built on plain ETLServer runs on any --server."
         ),
+        epilog=(
+            "It serves until SIGTERM or SIGINT, then finishes the objects in flight "
+            "(AISETL_GRACE_PERIOD seconds at most).\n\n"
+            "exit codes:\n"
+            "  0    stopped by a signal after a graceful shutdown\n"
+            "  1    could not listen (e.g. the port is in use)\n"
+            "  2    bad input: SERVER does not import or has no server class, a bad --workers\n"
+            "       or --threads, an invalid environment variable (the message names it)"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "server_spec", metavar="SERVER", help="MODULE:CLASS or path/to/server.py[:CLASS]"
@@ -49,7 +60,6 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load, build and start the server; returns only when it stops."""
-    from aisetl.cli import CommandError
 
     if args.workers is not None and args.workers < 1:
         raise CommandError("--workers must be at least 1")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from aisetl import spec as specs
+from aisetl.cli.errors import CommandError
 
 EPILOG = """\
 exit codes:
@@ -81,7 +82,6 @@ def register(subparsers: Any) -> None:
 
 
 def _env(pairs: list[str]) -> dict[str, str]:
-    from aisetl.cli import CommandError
 
     env: dict[str, str] = {}
     for pair in pairs:
@@ -94,7 +94,6 @@ def _env(pairs: list[str]) -> dict[str, str]:
 
 def run_init(args: argparse.Namespace) -> int:
     """Write a new spec file."""
-    from aisetl.cli import CommandError
 
     try:
         text = specs.render(
@@ -124,7 +123,6 @@ def run_init(args: argparse.Namespace) -> int:
 
 def run_check(args: argparse.Namespace) -> int:
     """Validate a spec file and print one line per problem."""
-    from aisetl.cli import CommandError
 
     try:
         found = specs.load(args.file)
