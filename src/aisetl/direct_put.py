@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -9,6 +10,7 @@ from urllib.parse import urlsplit
 
 import urllib3
 
+from aisetl.aio import LoopIO, TransportFailed
 from aisetl.config import Settings
 from aisetl.outbound import TRANSIENT_ERRORS, OutboundClient, describe_error, redact_url
 from aisetl.protocol import (
@@ -157,6 +159,73 @@ class DirectPut:
             sent = len(body) if counted is None else counted.sent  # type: ignore[arg-type]
             return self._answer(response, sent, shown, relay_stream)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def deliver_async(
+        self, io: LoopIO, hop: str, rest: str, path: str, etl_args: str, body: bytes
+    ) -> Reply:
+        """:meth:`deliver` of a buffered result over the event loop's client (``io``).
+
+        The same URL, headers, retries and answer mapping; the hop must be plain HTTP
+        (see :meth:`LoopIO.reaches`).
+        """
+        if not hop_allowed(hop, self._settings.hop_allow):
+            raise Failure(
+                403, f"Hop {hop!r} is not in AISETL_HOP_ALLOW; refusing to send the object"
+            )
+        url = compose_direct_put_url(hop, self._settings.target_url, path, etl_args)
+        shown = redact_url(url)
+        headers = {HEADER_NODE_URL: rest} if rest else {}
+        attempts = self._settings.direct_put_retries + 1
+        for attempt in range(attempts):
+            try:
+                response = await io.request("PUT", url, body, headers)
+            except TransportFailed as exc:
+                error = redact_url(str(exc))
+                if exc.after_headers:
+                    raise Failure(502, f"Reading the answer of {shown} failed: {error}") from exc
+                if attempt + 1 >= attempts:
+                    raise Failure(
+                        502, f"Direct put to {shown} failed after {attempts} attempt(s): {error}"
+                    ) from exc
+                delay = retry_delay(attempt, self._settings.retry_backoff)
+                self._logger.warning(
+                    "Direct put to %s failed (attempt %d/%d: %s); retrying in %.1fs",
+                    shown,
+                    attempt + 1,
+                    attempts,
+                    error,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                continue
+            return self._answer_bytes(
+                response.status, response.header, response.body, len(body), shown
+            )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _answer_bytes(
+        self,
+        status: int,
+        header: Callable[[str], str | None],
+        body: bytes,
+        sent: int,
+        shown: str,
+    ) -> Reply:
+        """The answer upstream for a hop's complete response (as :meth:`_answer` maps it)."""
+        outcome = interpret_hop_response(
+            status,
+            body_empty=not body,
+            hop_length=header(HEADER_DIRECT_PUT_LENGTH),
+            bytes_sent=sent,
+            empty_result=parse_bool(header(HEADER_EMPTY_RESULT)),
+        )
+        if not outcome.relay_body:
+            return Reply(204, direct_put_headers(outcome.direct_put_length))
+        headers = {HEADER_EMPTY_RESULT: "true"} if not body and outcome.status == 200 else {}
+        if outcome.status >= 300:
+            body = body[: READ_CHUNK + _ERROR_BODY_LIMIT]
+            self._logger.error("Hop %s answered %d: %r", shown, outcome.status, body[:200])
+        return Reply(outcome.status, headers, body)
 
     def _answer(
         self, response: urllib3.BaseHTTPResponse, sent: int, shown: str, relay_stream: bool

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import uvicorn
 from fastapi import FastAPI
 
+from aisetl.aio import LoopIO
 from aisetl.config import WS_ERRORS_CLOSE
 from aisetl.flow import Flow, ObjectRequest, WsMessage
 from aisetl.protocol import DEFAULT_PORT, HEALTH_BODY, HEALTH_PATH, WS_PATH
@@ -161,6 +162,7 @@ class _Runtime:
     executor: TransformPool
     flow: Flow
     pid: int
+    io: LoopIO
 
 
 class ProtocolHandler:
@@ -186,7 +188,9 @@ class ProtocolHandler:
             def run_async(awaitable: Awaitable[Any]) -> Any:
                 return asyncio.run_coroutine_threadsafe(awaitable, loop).result()  # type: ignore[arg-type]
 
-            runtime = _Runtime(loop, executor, Flow(self._etl, run_async=run_async), os.getpid())
+            flow = Flow(self._etl, run_async=run_async)
+            io = LoopIO(self._etl.settings, executor)
+            runtime = _Runtime(loop, executor, flow, os.getpid(), io)
             self._runtime = runtime
         return runtime
 
@@ -246,9 +250,7 @@ class ProtocolHandler:
                 self._etl.logger.info("client went away: %s", exc)
                 return
         try:
-            reply = (
-                flow.handle_inline(request, body) if flow.can_run_inline(request, body) else None
-            )
+            reply = await flow.handle_async(request, body, runtime.io)
             if reply is None:
                 reply = await runtime.loop.run_in_executor(
                     runtime.executor, flow.handle, request, body
@@ -328,7 +330,16 @@ class WebSocketSession:
                 done = loop.create_future()
                 done.set_result(flow.ws_message(reply, request.path))
                 return done
-        return loop.run_in_executor(self._runtime.executor, self._task, request, payload)
+        return asyncio.ensure_future(self._task_async(request, payload))
+
+    async def _task_async(self, request: ObjectRequest, payload: bytes | None) -> WsMessage:
+        runtime = self._runtime
+        reply = await runtime.flow.handle_async(request, payload, runtime.io)
+        if reply is None:
+            return await runtime.loop.run_in_executor(
+                runtime.executor, self._task, request, payload
+            )
+        return runtime.flow.ws_message(reply, request.path)
 
     def _task(self, request: ObjectRequest, payload: bytes | None) -> WsMessage:
         flow = self._runtime.flow

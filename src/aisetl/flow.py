@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
+from aisetl.aio import LoopIO, TransportFailed
 from aisetl.direct_put import DirectPut
 from aisetl.limiter import TransformLimiter
 from aisetl.outbound import OutboundClient
@@ -34,6 +35,7 @@ from aisetl.protocol import (
     parse_query,
     parse_ws_control,
     sanitize_fqn,
+    upstream_url,
 )
 from aisetl.reply import TEXT_PLAIN, Reply
 from aisetl.sources import (
@@ -44,6 +46,9 @@ from aisetl.sources import (
     Source,
     StreamSource,
     UpstreamSource,
+    upstream_read_failed,
+    upstream_refused,
+    upstream_unreachable,
 )
 
 if TYPE_CHECKING:
@@ -135,6 +140,10 @@ class InlinePolicy:
         self._fast = 0
         self._hold_until = time.monotonic() + self._penalty
         self._penalty = min(self._penalty * 2, 60.0)
+
+
+def _is_bytes_or_none(body: object) -> bool:
+    return body is None or isinstance(body, bytes)
 
 
 class _RunOffLoop(Exception):
@@ -256,6 +265,76 @@ class Flow:
             return None
         finally:
             self._inline.active = False
+
+    async def handle_async(
+        self, request: ObjectRequest, body: bytes | BinaryIO | None, io: LoopIO
+    ) -> Reply | None:
+        """:meth:`handle` on an event loop: network I/O on the loop, blocking work on ``io``'s pool.
+
+        Covers synchronous buffered transforms whose peers are plain HTTP: the hpull GET from
+        the target and the direct put run on the loop's client, a file is read and a slow
+        transform runs on the pool, a quick one inline. ``None`` when the object needs the
+        blocking path (streaming or async transforms, TLS peers): run :meth:`handle` on the
+        pool then. Same decisions, same answers, same error messages as :meth:`handle`.
+        """
+        if self.streaming or self._server.transform_is_async or not _is_bytes_or_none(body):
+            return None
+        try:
+            hop, rest = parse_pipeline(request.pipeline)
+        except InvalidPipelineError as exc:
+            return self.failure_reply(request.path, Failure(400, f"Invalid pipeline header: {exc}"))
+        if hop and not io.reaches(hop):
+            return None
+        try:
+            source = self._source(request, body)
+            data: bytes | str
+            if isinstance(source, UpstreamSource):
+                if not io.reaches(source.target_url):
+                    return None
+                data = await self._fetch(io, source)
+            elif isinstance(source, FileSource):
+                data = await io.run(source.check if self._settings.direct_fqn else source.load)
+            else:
+                data = source.load()
+            result = await self._transform_async(io, data, request)
+            if not hop:
+                return self._content(result)
+            return await self._direct_put.deliver_async(
+                io, hop, rest, request.path, request.etl_args, result
+            )
+        except Failure as failure:
+            return self.failure_reply(request.path, failure)
+
+    async def _fetch(self, io: LoopIO, source: UpstreamSource) -> bytes:
+        url = upstream_url(source.target_url, source.path)
+        try:
+            response = await io.request("GET", url)
+        except TransportFailed as exc:
+            if exc.after_headers:
+                raise upstream_read_failed(str(exc)) from exc
+            raise upstream_unreachable(url, str(exc)) from exc
+        if response.status >= 400:
+            raise upstream_refused(response.status, response.body)
+        return response.body
+
+    async def _transform_async(
+        self, io: LoopIO, data: bytes | str, request: ObjectRequest
+    ) -> bytes:
+        quick = (
+            self.inline_policy.inline
+            and self._settings.inline_max_bytes > 0
+            and len(data) <= self._settings.inline_max_bytes
+            and isinstance(data, bytes)
+        )
+        if quick:
+            self._inline.active = True
+            try:
+                return self._transform(data, request)
+            except _RunOffLoop:
+                self.inline_policy.hold()
+            finally:
+                self._inline.active = False
+        return await io.run(self._transform, data, request)
 
     def handle(self, request: ObjectRequest, body: bytes | BinaryIO | None = None) -> Reply:
         """Transform one object and decide the answer; never raises for a bad request."""

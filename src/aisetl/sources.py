@@ -155,6 +155,24 @@ class _UpstreamReader(io.RawIOBase):
         super().close()
 
 
+def upstream_unreachable(url: str, error: str) -> Failure:
+    """The hpull GET from the target got no answer."""
+    return Failure(502, f"GET from the target failed ({redact_url(url)}): {error}")
+
+
+def upstream_refused(status: int, body: bytes) -> Failure:
+    """The target answered the hpull GET with an error status."""
+    detail = body[:4096].decode("utf-8", "replace").strip()
+    return Failure(
+        status, f"Target answered {status} to GET of the object" + (f": {detail}" if detail else "")
+    )
+
+
+def upstream_read_failed(error: str) -> Failure:
+    """The object's bytes stopped arriving from the target."""
+    return Failure(502, f"Reading the object from the target failed: {error}")
+
+
 @dataclass
 class UpstreamSource(Source):
     """The object fetched from the local target (hpull without FQN)."""
@@ -168,17 +186,11 @@ class UpstreamSource(Source):
         try:
             response = self.client.get(url)
         except Exception as exc:
-            raise Failure(
-                502, f"GET from the target failed ({redact_url(url)}): {describe_error(exc)}"
-            ) from exc
+            raise upstream_unreachable(url, describe_error(exc)) from exc
         if response.status >= 400:
-            detail = response.read(4096).decode("utf-8", "replace").strip()
+            detail = response.read(4096)
             response.release_conn()
-            raise Failure(
-                response.status,
-                f"Target answered {response.status} to GET of the object"
-                + (f": {detail}" if detail else ""),
-            )
+            raise upstream_refused(response.status, detail)
         return response
 
     def open(self) -> BinaryIO:
@@ -190,9 +202,7 @@ class UpstreamSource(Source):
         try:
             return response.read()
         except Exception as exc:
-            raise Failure(
-                502, f"Reading the object from the target failed: {describe_error(exc)}"
-            ) from exc
+            raise upstream_read_failed(describe_error(exc)) from exc
         finally:
             response.release_conn()
 
