@@ -43,7 +43,7 @@ class EchoProtocol(asyncio.Protocol):
         self.url = b""
         self.headers: dict[bytes, bytes] = {}
         self.body: list[bytes] = []
-        self.queue: asyncio.Queue[Awaitable[bytes]] = asyncio.Queue()
+        self.queue: asyncio.Queue[Awaitable[tuple[bytes, bytes]]] = asyncio.Queue()
         self.ws: Protocol | None = None
         self.ws_parts: list[bytes] = []
         self.ws_control: dict[str, str] | None = None
@@ -89,13 +89,13 @@ class EchoProtocol(asyncio.Protocol):
 
     async def _write(self) -> None:
         while True:
-            reply = await (await self.queue.get())
+            head, body = await (await self.queue.get())
             if self.transport is not None and not self.transport.is_closing():
-                self.transport.write(reply)
+                self.transport.writelines([head, body] if body else [head])
 
     async def _answer(
         self, method: bytes, url: bytes, headers: dict[bytes, bytes], body: bytes
-    ) -> bytes:
+    ) -> tuple[bytes, bytes]:
         path, _, query = url.decode("latin-1").partition("?")
         if path == "/health":
             return _reply(200, b"Running")
@@ -169,10 +169,10 @@ class EchoProtocol(asyncio.Protocol):
             self.transport.write(chunk)
 
 
-def _reply(status: int, body: bytes, extra: bytes = b"") -> bytes:
+def _reply(status: int, body: bytes, extra: bytes = b"") -> tuple[bytes, bytes]:
     reason = b"OK" if status == 200 else b"No Content"
     length = b"" if status == 204 else b"Content-Length: %d\r\n" % len(body)
-    return b"HTTP/1.1 %d %s\r\n%s%s\r\n%s" % (status, reason, length, extra, body)
+    return b"HTTP/1.1 %d %s\r\n%s%s\r\n" % (status, reason, length, extra), body
 
 
 async def _serve(sock: socket.socket) -> None:

@@ -191,18 +191,11 @@ def plan(args: argparse.Namespace) -> list[Run]:
         transform_list = args.transform or ["echo", "md5", "cpu", "gil"]
         duration = duration or 1.5
     else:
-        quick = [(mode, KIB, 16) for mode in MODES] + [("hpush", MIB, 16)]
-        grid = [
-            cell
-            for cell in quick
-            if (not args.mode or cell[0] in args.mode)
-            and (not args.size or cell[1] in args.size)
-            and (not args.concurrency or cell[2] in args.concurrency)
-        ]
+        grid = [(mode, KIB, 16) for mode in MODES] + [("hpush", MIB, 16)]
         if args.size or args.concurrency or args.mode:
-            grid = grid or [
+            grid = [
                 (mode, size, conc)
-                for mode in args.mode or ["hpush"]
+                for mode in args.mode or MODES
                 for size in args.size or [KIB]
                 for conc in args.concurrency or [16]
             ]
