@@ -427,7 +427,9 @@ class LoadGenerator:
         generator_cpu = time.process_time()
         health: list[float] = []
         workers = [asyncio.ensure_future(worker()) for _ in range(cell.concurrency)]
-        prober = asyncio.ensure_future(self._probe_health(server.host, server.port, health, result))
+        prober = asyncio.ensure_future(
+            self._probe_health(server.host, server.port, health, result, window.start)
+        )
         began = time.monotonic()
         try:
             limit = (cell.requests * self.obj_timeout) if cell.requests else 0.0
@@ -475,9 +477,12 @@ class LoadGenerator:
         return result
 
     async def _probe_health(
-        self, host: str, port: int, latencies: list[float], result: CellResult
+        self, host: str, port: int, latencies: list[float], result: CellResult, start: float
     ) -> None:
-        """``GET /health`` every ``HEALTH_INTERVAL`` s on its own connection, as a kubelet does."""
+        """``GET /health`` every ``HEALTH_INTERVAL`` s on its own connection, as a kubelet does.
+
+        Probes sent before ``start`` (the warmup) are not counted.
+        """
         client = HTTPClient(max_idle_per_host=1)
         head = f"GET {HEALTH_PATH} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
         try:
@@ -488,9 +493,10 @@ class LoadGenerator:
                     ok = response.status == 200
                 except TransportError:
                     ok = False
-                latencies.append(time.monotonic() - started)
-                if not ok:
-                    result.health_failed += 1
+                if started >= start:
+                    latencies.append(time.monotonic() - started)
+                    if not ok:
+                        result.health_failed += 1
                 await asyncio.sleep(HEALTH_INTERVAL)
         finally:
             await client.close()
