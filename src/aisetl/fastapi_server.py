@@ -19,11 +19,14 @@ import threading
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import uvicorn
 from fastapi import FastAPI
 
+from aisetl._uvicorn_ws import EXTENSION as FRAMES_EXTENSION
+from aisetl._uvicorn_ws import MORE as FRAMES_MORE
+from aisetl._uvicorn_ws import FrameWebSocketProtocol
 from aisetl.aio import LoopIO
 from aisetl.config import WS_ERRORS_CLOSE
 from aisetl.flow import Flow, ObjectRequest, WsMessage
@@ -39,6 +42,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+#: Size of the parts a streamed ws reply is sent in (a 1 GiB object: 1024 frames).
+WS_PART = 1024 * 1024
 WS_MAX_MESSAGE = 16 * 1024**3  # the target reads messages up to 16 GiB
 _OBJECT_METHODS = ("GET", "PUT")
 _HEALTH_HEADERS = [(b"content-type", TEXT_PLAIN.encode()), (b"content-length", b"7")]
@@ -64,6 +69,7 @@ class FastAPIServer(ETLServer):
             ws_ping_interval=None,
             ws_ping_timeout=None,
             ws_per_message_deflate=False,
+            ws=FrameWebSocketProtocol or "auto",
             timeout_keep_alive=int(s.keepalive_timeout),
             timeout_graceful_shutdown=int(s.grace_period) or None,
             backlog=2048,
@@ -269,24 +275,55 @@ class ProtocolHandler:
         if scope["path"] != WS_PATH:
             await send({"type": "websocket.close", "code": 1008})
             return
-        await send({"type": "websocket.accept"})
+        frames = FRAMES_EXTENSION in (scope.get("extensions") or {})
+        if frames:  # our uvicorn protocol: binary messages may come and go in parts
+            await send({"type": "websocket.accept", FRAMES_EXTENSION: True})
+        else:
+            await send({"type": "websocket.accept"})
         runtime = self.runtime()
-        session = WebSocketSession(self._etl, runtime, receive, send)
+        session = WebSocketSession(self._etl, runtime, receive, send, frames=frames)
         await session.run()
 
 
-class WebSocketSession:
-    """One target connection: tasks are processed concurrently, answered in arrival order."""
+@dataclass
+class _Streamed:
+    """A task's reply whose content is sent as it is produced, in parts of one message."""
 
-    def __init__(self, etl: FastAPIServer, runtime: _Runtime, receive: Receive, send: Send) -> None:
+    reply: Reply
+    path: str
+
+
+TaskReply = WsMessage | _Streamed
+
+
+class WebSocketSession:
+    """One target connection: tasks are processed concurrently, answered in arrival order.
+
+    With ``frames`` (our uvicorn protocol, see :mod:`aisetl._uvicorn_ws`) a streaming
+    transform reads its payload message part by part as it arrives and its output goes out
+    part by part too, so memory stays flat whatever the object's size; such a task is the
+    last one read until its answer is sent.
+    """
+
+    def __init__(
+        self,
+        etl: FastAPIServer,
+        runtime: _Runtime,
+        receive: Receive,
+        send: Send,
+        frames: bool = False,
+    ) -> None:
         self._etl = etl
         self._runtime = runtime
         self._receive = receive
         self._send = send
-        self._replies: asyncio.Queue[asyncio.Future[WsMessage] | None] = asyncio.Queue(
+        self._frames = frames
+        self._replies: asyncio.Queue[asyncio.Future[TaskReply] | None] = asyncio.Queue(
             maxsize=etl.settings.ws_inflight
         )
         self._close_on_error = etl.settings.ws_errors == WS_ERRORS_CLOSE
+        # the task whose payload is being streamed: its reader, "answered", its future
+        self._streaming: tuple[FrameReader, asyncio.Event, asyncio.Future[TaskReply]] | None = None
 
     async def run(self) -> None:
         """Read tasks until the target drops the connection."""
@@ -297,6 +334,8 @@ class WebSocketSession:
                 if task is None:
                     break
                 await self._replies.put(task)
+                if self._streaming is not None and not await self._finish_streamed_payload(writer):
+                    break
         finally:
             if writer.done():
                 pass
@@ -304,25 +343,58 @@ class WebSocketSession:
                 await self._replies.put(None)
                 await writer
 
-    async def _next_task(self) -> asyncio.Future[WsMessage] | None:
+    async def _finish_streamed_payload(self, writer: asyncio.Future[None]) -> bool:
+        """Wait until the streamed task was answered; drop what its transform left unread."""
+        assert self._streaming is not None
+        reader, answered, _ = self._streaming
+        waiter: asyncio.Future[Any] = asyncio.ensure_future(answered.wait())
+        await asyncio.wait((waiter, writer), return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        self._streaming = None
+        if writer.done():
+            return False
+        while reader.more:
+            message = await self._receive()
+            if message["type"] != "websocket.receive":
+                return False
+            reader.more = bool(message.get(FRAMES_MORE))
+        return True
+
+    async def _whole_message(self) -> bytes | str | None:
+        """The next message, its parts joined; ``None`` when the connection ended."""
         message = await self._receive()
         if message["type"] != "websocket.receive":
             return None
-        data = _ws_data(message)
+        if not message.get(FRAMES_MORE):
+            return _ws_data(message)
+        parts = [message.get("bytes") or b""]
+        while True:
+            message = await self._receive()
+            if message["type"] != "websocket.receive":
+                return None
+            parts.append(message.get("bytes") or b"")
+            if not message.get(FRAMES_MORE):
+                return b"".join(parts)
+
+    async def _next_task(self) -> asyncio.Future[TaskReply] | None:
+        data = await self._whole_message()
+        if data is None:
+            return None
         flow = self._runtime.flow
         loop = self._runtime.loop
         try:
             request = flow.parse_ws(data)
         except Failure as failure:
-            done: asyncio.Future[WsMessage] = loop.create_future()
+            done: asyncio.Future[TaskReply] = loop.create_future()
             done.set_result(flow.ws_message(flow.failure_reply("(unknown)", failure), "(unknown)"))
             return done
         payload: bytes | None = None
         if not request.fqn:
-            message = await self._receive()
-            if message["type"] != "websocket.receive":
+            if self._frames and flow.wants_body_stream(request):
+                return await self._stream_task(request)
+            data = await self._whole_message()
+            if data is None:
                 return None
-            data = _ws_data(message)
             payload = data if isinstance(data, bytes) else data.encode("utf-8")
         if flow.can_run_inline(request, payload):
             reply = flow.handle_inline(request, payload)
@@ -332,7 +404,22 @@ class WebSocketSession:
                 return done
         return asyncio.ensure_future(self._task_async(request, payload))
 
-    async def _task_async(self, request: ObjectRequest, payload: bytes | None) -> WsMessage:
+    async def _stream_task(self, request: ObjectRequest) -> asyncio.Future[TaskReply] | None:
+        """A streaming transform fed by the payload's parts as they arrive."""
+        message = await self._receive()
+        if message["type"] != "websocket.receive":
+            return None
+        first = message.get("bytes")
+        if first is None:
+            first = (message.get("text") or "").encode("utf-8")
+        runtime = self._runtime
+        reader = FrameReader(first, bool(message.get(FRAMES_MORE)), self._receive, runtime.loop)
+        body = io.BufferedReader(reader, 256 * 1024)
+        future = runtime.loop.run_in_executor(runtime.executor, self._task, request, body)
+        self._streaming = (reader, asyncio.Event(), future)
+        return future
+
+    async def _task_async(self, request: ObjectRequest, payload: bytes | None) -> TaskReply:
         runtime = self._runtime
         reply = await runtime.flow.handle_async(request, payload, runtime.io)
         if reply is None:
@@ -341,9 +428,11 @@ class WebSocketSession:
             )
         return runtime.flow.ws_message(reply, request.path)
 
-    def _task(self, request: ObjectRequest, payload: bytes | None) -> WsMessage:
+    def _task(self, request: ObjectRequest, payload: bytes | BinaryIO | None) -> TaskReply:
         flow = self._runtime.flow
         reply = flow.handle(request, payload)
+        if self._frames and reply.stream is not None and reply.status < 300:
+            return _Streamed(reply, request.path)
         return flow.ws_message(reply, request.path)
 
     async def _write_replies(self) -> None:
@@ -356,13 +445,60 @@ class WebSocketSession:
             except Exception as exc:
                 self._etl.logger.exception("ws task failed unexpectedly")
                 reply = WsMessage(f"Internal error: {type(exc).__name__}: {exc}", failed=True)
-            if reply.failed and self._close_on_error:
-                await self._send({"type": "websocket.close", "code": 1011})
-                return
-            if isinstance(reply.data, bytes):
-                await self._send({"type": "websocket.send", "bytes": reply.data})
+            if isinstance(reply, _Streamed):
+                going_on = await self._send_streamed(reply)
             else:
-                await self._send({"type": "websocket.send", "text": reply.data})
+                going_on = await self._send_message(reply)
+            streaming = self._streaming
+            if streaming is not None and future is streaming[2]:
+                streaming[1].set()
+            if not going_on:
+                return
+
+    async def _send_message(self, reply: WsMessage) -> bool:
+        if reply.failed and self._close_on_error:
+            await self._send({"type": "websocket.close", "code": 1011})
+            return False
+        if isinstance(reply.data, bytes):
+            await self._send({"type": "websocket.send", "bytes": reply.data})
+        else:
+            await self._send({"type": "websocket.send", "text": reply.data})
+        return True
+
+    async def _send_streamed(self, streamed: _Streamed) -> bool:
+        """Send a streamed reply in parts of one binary message; ``False``: connection closed."""
+        runtime = self._runtime
+        stream = streamed.reply.stream
+        assert stream is not None
+        started = False
+        part = bytearray()
+        try:
+            while True:
+                chunk = await runtime.loop.run_in_executor(runtime.executor, next, stream, None)
+                if chunk is None:
+                    break
+                part += chunk
+                if len(part) >= WS_PART:  # few, large frames: clients cap a message's frames
+                    await self._send({"type": "websocket.send", "bytes": part, FRAMES_MORE: True})
+                    part = bytearray()
+                    started = True
+        except Failure as failure:
+            flow = runtime.flow
+            if not started:
+                return await self._send_message(
+                    flow.ws_message(flow.failure_reply(streamed.path, failure), streamed.path)
+                )
+            # Part of the message is out: only a broken connection tells the target.
+            self._etl.logger.error("aborting ws reply mid-stream: %s", failure.message)
+            await self._send({"type": "websocket.close", "code": 1011})
+            return False
+        except ClientGone as exc:
+            self._etl.logger.info("client went away: %s", exc)
+            return False
+        finally:
+            streamed.reply.close()
+        await self._send({"type": "websocket.send", "bytes": bytes(part), FRAMES_MORE: False})
+        return True
 
 
 def _ws_data(message: Message) -> bytes | str:
@@ -433,6 +569,35 @@ class ReceiveReader(io.RawIOBase):
                 raise BodyTooLarge(self._limit)
             self._pending = memoryview(chunk)
             self._done = not message.get("more_body", False)
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
+
+
+class FrameReader(io.RawIOBase):
+    """The parts of one ws payload message, read by a transform on a worker thread."""
+
+    def __init__(
+        self, first: bytes, more: bool, receive: Receive, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self._pending = memoryview(first)
+        self.more = more  # parts still to come
+        self._receive = receive
+        self._loop = loop
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        while not self._pending:
+            if not self.more:
+                return 0
+            message = asyncio.run_coroutine_threadsafe(_next(self._receive), self._loop).result()
+            if message["type"] != "websocket.receive":
+                raise ClientGone("the connection closed before the whole payload arrived")
+            self._pending = memoryview(message.get("bytes") or b"")
+            self.more = bool(message.get(FRAMES_MORE))
         size = min(len(buffer), len(self._pending))
         buffer[:size] = self._pending[:size]
         self._pending = self._pending[size:]
