@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--docs", action="store_true", help="also write docs/performance.md (and its chart)"
     )
+    parser.add_argument(
+        "--section", help="name of the docs/performance.md section to replace (default: preset)"
+    )
     return parser
 
 
@@ -333,7 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\n{len(rows)} cells in {elapsed:.0f} s; wrote {csv_path}"
           + (f" and {png_path}" if png_path else ""), file=sys.stderr)  # fmt: skip
     if args.docs:
-        page = report.write_docs(rows, command.strip(), elapsed, Path("docs"), preset_name(args))
+        section = args.section or preset_name(args)
+        page = report.write_docs(rows, command.strip(), elapsed, Path("docs"), section)
         print(f"wrote {page}", file=sys.stderr)
     failed = [row for row in rows if not row.result.ok]
     return 1 if failed else 0
