@@ -56,6 +56,14 @@ def key_of(row: Row) -> Key:
     return (row.transform, c.mode, c.size, c.concurrency, row.workers)
 
 
+def _own_rss() -> int:
+    with open("/proc/self/status") as file:
+        for line in file:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def progress_line(row: Row) -> str:
     """One line per measured cell, printed while the benchmark runs."""
     r = row.result
@@ -66,7 +74,8 @@ def progress_line(row: Row) -> str:
         f"{r.mib_per_s:8.1f} MiB/s  p50 {_ms(r.p50):>6} ms  p99 {_ms(r.p99):>6} ms  "
         f"health p99 {_ms(r.health_p99):>5} ms  RSS {r.rss_peak / MIB:7.0f} MiB  "
         f"CPU/obj srv {r.server_cpu_per_object * 1e6:6.0f} us gen "
-        f"{r.generator_cpu_per_object * 1e6:5.0f} us  {status}"
+        f"{r.generator_cpu_per_object * 1e6:5.0f} us  other CPU {r.other_cpu_share:4.0%}  "
+        f"gen RSS {_own_rss() / MIB:5.0f} MiB  {status}"
     )
 
 
@@ -140,7 +149,7 @@ def detail_lines(rows: Sequence[Row]) -> list[list[str]]:
         [
             "transform", "mode", "size", "conc", "server", "workers", "obj/s", "MiB/s",
             "p50 ms", "p99 ms", "p99/p50", "health p99 ms", "RSS idle MiB", "RSS peak MiB",
-            "server CPU us/obj", "generator CPU us/obj", "status",
+            "server CPU us/obj", "generator CPU us/obj", "other CPU", "status",
         ]
     ]  # fmt: skip
     for row in rows:
@@ -155,7 +164,7 @@ def detail_lines(rows: Sequence[Row]) -> list[list[str]]:
                 f"{r.mib_per_s:.1f}", _ms(r.p50), _ms(r.p99), spread, _ms(r.health_p99),
                 f"{r.rss_idle / MIB:.0f}", f"{r.rss_peak / MIB:.0f}",
                 f"{r.server_cpu_per_object * 1e6:.0f}", f"{r.generator_cpu_per_object * 1e6:.0f}",
-                status,
+                f"{r.other_cpu_share:.0%}", status,
             ]
         )  # fmt: skip
     return table
@@ -197,7 +206,8 @@ def write_csv(rows: Sequence[Row], path: Path) -> Path:
                 "server", "side", "framework", "transform", "workers", "mode", "size",
                 "concurrency", "seconds", "objects", "objects_per_s", "mib_per_s", "p50_ms",
                 "p99_ms", "health_p99_ms", "health_failed", "rss_idle_mib", "rss_peak_mib",
-                "server_cpu_us_per_object", "generator_cpu_us_per_object", "failed",
+                "server_cpu_us_per_object", "generator_cpu_us_per_object", "other_cpu_share",
+                "failed",
                 "mismatched", "ok", "first_error",
             ]
         )  # fmt: skip
@@ -212,7 +222,8 @@ def write_csv(rows: Sequence[Row], path: Path) -> Path:
                     f"{r.p99 * 1000:.3f}", f"{r.health_p99 * 1000:.3f}", r.health_failed,
                     f"{r.rss_idle / MIB:.1f}", f"{r.rss_peak / MIB:.1f}",
                     f"{r.server_cpu_per_object * 1e6:.1f}",
-                    f"{r.generator_cpu_per_object * 1e6:.1f}", r.failed, r.mismatched, r.ok,
+                    f"{r.generator_cpu_per_object * 1e6:.1f}", f"{r.other_cpu_share:.3f}",
+                    r.failed, r.mismatched, r.ok,
                     r.first_error,
                 ]
             )  # fmt: skip

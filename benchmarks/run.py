@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import gc
 import os
 import shutil
 import sys
@@ -294,6 +295,7 @@ def measure(runs: list[Run], objects: int, ref_python: str | None) -> list[Row]:
                     print("   " + report.progress_line(row), file=sys.stderr, flush=True)
             finally:
                 emulated.stop(etl)
+                gc.collect()
     return rows
 
 

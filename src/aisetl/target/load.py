@@ -89,6 +89,16 @@ class CellResult:
     answered: int = 0  # objects answered correctly during the whole cell (warmup included)
     server_cpu: float = 0.0  # CPU seconds the server's processes used during the cell
     generator_cpu: float = 0.0  # CPU seconds this process (generator and target) used
+    machine_cpu: float = 0.0  # CPU seconds every process of the machine used (Linux)
+    elapsed: float = 0.0  # seconds the whole cell took (warmup included)
+
+    @property
+    def other_cpu_share(self) -> float:
+        """Share of the machine's CPU time that went to neither server nor generator."""
+        if self.elapsed <= 0 or not self.machine_cpu:
+            return 0.0
+        other = self.machine_cpu - self.server_cpu - self.generator_cpu
+        return max(0.0, other) / (self.elapsed * (os.cpu_count() or 1))
 
     @property
     def ok(self) -> bool:
@@ -177,6 +187,17 @@ def session_pids(session: int) -> list[int]:
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def machine_cpu_seconds() -> float:
+    """CPU time all processes of the machine have used since boot (0 where unknown)."""
+    try:
+        with open("/proc/stat", "rb") as file:
+            fields = file.readline().split()[1:]
+    except OSError:
+        return 0.0
+    busy = sum(int(value) for index, value in enumerate(fields) if index not in (3, 4))
+    return busy / _CLOCK_TICKS
 
 
 def _status_kib(pid: int, key: bytes) -> int:
@@ -425,6 +446,7 @@ class LoadGenerator:
             memory.reset_peak()
             server_cpu = memory.cpu_seconds()
         generator_cpu = time.process_time()
+        machine_cpu = machine_cpu_seconds()
         health: list[float] = []
         workers = [asyncio.ensure_future(worker()) for _ in range(cell.concurrency)]
         prober = asyncio.ensure_future(
@@ -459,6 +481,8 @@ class LoadGenerator:
             if pool is not None:
                 await pool.close()
         result.generator_cpu = time.process_time() - generator_cpu
+        result.machine_cpu = machine_cpu_seconds() - machine_cpu
+        result.elapsed = time.monotonic() - began
         if memory is not None:
             result.rss_peak = memory.peak()
             result.server_cpu = memory.cpu_seconds() - server_cpu
