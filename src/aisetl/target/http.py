@@ -778,14 +778,15 @@ class _ServerConnection(asyncio.Protocol):
                 keep_alive = False
             # Record first: whoever reads the response may look at the records right away.
             self.server._record(request, reply, started, fault.kind if fault else "")
-            self.transport.write(data)
+            self.transport.writelines(data)
             if not keep_alive:
                 self.dead = True
                 self.transport.close()
                 return
 
 
-def _reply_bytes(request: Request, reply: Reply, keep_alive: bool) -> bytes:
+def _reply_bytes(request: Request, reply: Reply, keep_alive: bool) -> list[bytes]:
+    """The response as buffers to write: one for small bodies, head and body for large ones."""
     status = reply.status
     lines = [f"HTTP/1.1 {status} {_reason(status)}"]
     has_length = False
@@ -801,8 +802,10 @@ def _reply_bytes(request: Request, reply: Reply, keep_alive: bool) -> bytes:
     # Header values go out as UTF-8 bytes, as a Go server writes them.
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
     if request.method == "HEAD" or no_body:
-        return head
-    return head + reply.body
+        return [head]
+    if len(reply.body) > _SMALL_BODY:
+        return [head, reply.body]  # no copy of a large body
+    return [head + reply.body]
 
 
 class HTTPServer:
