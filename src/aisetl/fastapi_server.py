@@ -248,7 +248,7 @@ class ProtocolHandler:
                     raw = ReceiveReader(receive, runtime.loop, limit)
                     body = io.BufferedReader(raw, 256 * 1024)
                 else:
-                    body = await _read_body(receive, limit)
+                    body = await _read_body(receive, limit, _length(length))
             except Failure as failure:
                 await _send_reply(send, flow.failure_reply(request.path, failure))
                 return
@@ -511,8 +511,19 @@ def _ws_data(message: Message) -> bytes | str:
 # --- ASGI body helpers -----------------------------------------------------------------------
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes:
-    """The whole request body; large bodies grow in one buffer (no list of chunks + join)."""
+def _length(header: bytes | None) -> int | None:
+    """The Content-Length value, when there is a valid one."""
+    if header is None or not header.isdigit():
+        return None
+    return int(header)
+
+
+async def _read_body(receive: Receive, limit: int, length: int | None = None) -> bytes:
+    """The whole request body, copied once into one buffer.
+
+    With a ``Content-Length`` the buffer has its final size from the start (no regrowth, and
+    ``getvalue`` hands it over without a copy); otherwise it grows as chunks come.
+    """
     first = b""
     buffer: io.BytesIO | None = None
     size = 0
@@ -528,14 +539,19 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
             if buffer is not None:
                 buffer.write(chunk)
             elif first:
-                buffer = io.BytesIO()
+                sized = length is not None and length >= size
+                buffer = io.BytesIO(bytes(length or 0)) if sized else io.BytesIO()
                 buffer.write(first)
                 buffer.write(chunk)
             else:
                 first = chunk
         if not message.get("more_body", False):
             break
-    return first if buffer is None else buffer.getvalue()
+    if buffer is None:
+        return first
+    if buffer.seek(0, io.SEEK_END) != size:  # fewer bytes than announced
+        buffer.truncate(size)
+    return buffer.getvalue()
 
 
 async def _next(receive: Receive) -> Message:
