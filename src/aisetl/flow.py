@@ -17,6 +17,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
+try:
+    import resource
+except ImportError:  # pragma: no cover - not on Windows
+    resource = None  # type: ignore[assignment]
+
 from aisetl.aio import LoopIO, TransportFailed
 from aisetl.direct_put import DirectPut
 from aisetl.limiter import TransformLimiter
@@ -159,6 +164,37 @@ def _small_file(path: str) -> bool:
 
 def _is_bytes_or_none(body: object) -> bool:
     return body is None or isinstance(body, bytes)
+
+
+def _voluntary_switches() -> int:
+    """Times this thread gave up the CPU to wait (Linux; 0 elsewhere)."""
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw if _RUSAGE_THREAD else 0
+
+
+_RUSAGE_THREAD = resource is not None and hasattr(resource, "RUSAGE_THREAD")
+
+
+class _CallClock:
+    """How long a call took, for :class:`InlinePolicy`, unaffected by preemption.
+
+    A call that waited for something (I/O, a sleep, a lock: the thread gave up the CPU) is
+    judged by its wall time; one that never waited by its CPU time, so a quick transform whose
+    thread happened to be preempted by the OS is not taken for a slow one.
+    """
+
+    __slots__ = ("_cpu", "_switches", "_wall")
+
+    def __init__(self) -> None:
+        self._wall = time.perf_counter()
+        self._cpu = time.thread_time()
+        self._switches = _voluntary_switches()
+
+    def seconds(self) -> float:
+        """The call's duration as the policy should see it."""
+        wall = time.perf_counter() - self._wall
+        if not _RUSAGE_THREAD or _voluntary_switches() != self._switches:
+            return wall
+        return min(wall, time.thread_time() - self._cpu)
 
 
 class _RunOffLoop(Exception):
@@ -440,14 +476,14 @@ class Flow:
             if server.transform_is_async:
                 result = self._run_async(server.transform(data, request.path, request.etl_args))  # type: ignore[arg-type]
             else:
-                started = time.perf_counter()
                 inline = getattr(self._inline, "active", False)
-                try:
-                    # On an event loop a slot must never be waited for: the loop would stop.
-                    with contextlib.nullcontext() if inline else self._limiter.slot():
+                # On an event loop a slot must never be waited for: the loop would stop.
+                with contextlib.nullcontext() if inline else self._limiter.slot():
+                    clock = _CallClock()
+                    try:
                         result = server.transform(data, request.path, request.etl_args)
-                finally:
-                    self.inline_policy.record(time.perf_counter() - started, inline)
+                    finally:
+                        self.inline_policy.record(clock.seconds(), inline)
         except (Failure, ClientGone):
             raise
         except Exception as exc:
