@@ -41,6 +41,7 @@ class LoopIO:
         self._client: HTTPClient = HTTPClient(
             max_idle_per_host=settings.max_keepalive_connections,
             idle_timeout=settings.keepalive_expiry,
+            connect_timeout=settings.hop_connect_timeout,
         )
         self._headers = (
             {"Authorization": f"Bearer {settings.authn_token}"} if settings.authn_token else {}

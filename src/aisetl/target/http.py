@@ -407,9 +407,16 @@ class HTTPClient:
     whole response).
     """
 
-    def __init__(self, *, max_idle_per_host: int = 32, idle_timeout: float = 6.0) -> None:
+    def __init__(
+        self,
+        *,
+        max_idle_per_host: int = 32,
+        idle_timeout: float = 6.0,
+        connect_timeout: float | None = None,
+    ) -> None:
         self.max_idle_per_host = max_idle_per_host
         self.idle_timeout = idle_timeout
+        self.connect_timeout = connect_timeout  # bounds each connect (None: only ``timeout``)
         self._idle: dict[tuple[str, int], deque[_ClientConnection]] = {}
         self._all: set[_ClientConnection] = set()
         self._closed = False
@@ -425,7 +432,12 @@ class HTTPClient:
         loop = asyncio.get_running_loop()
         key = (host, port)
         try:
-            _, conn = await loop.create_connection(lambda: _ClientConnection(self, key), host, port)
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: _ClientConnection(self, key), host, port),
+                self.connect_timeout,
+            )
+        except asyncio.TimeoutError:
+            raise TransportError(TIMEOUT, f"dial tcp {host}:{port}: i/o timeout") from None
         except ConnectionRefusedError:
             raise TransportError(
                 REFUSED, f"dial tcp {host}:{port}: connect: connection refused"
