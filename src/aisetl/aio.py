@@ -8,9 +8,7 @@ client on a thread: no thread hand-off and far less Python per request. Only pla
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-from concurrent.futures import Executor
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aisetl.config import Settings
@@ -33,11 +31,11 @@ class TransportFailed(Exception):
 class LoopIO:
     """Non-blocking HTTP (plain ``http://`` only) and a thread pool, for one event loop."""
 
-    def __init__(self, settings: Settings, executor: Executor) -> None:
+    def __init__(self, settings: Settings, run_blocking: Callable[..., Awaitable[Any]]) -> None:
         from aisetl.target.http import HTTPClient
 
         self._settings = settings
-        self._executor = executor
+        self._run_blocking = run_blocking
         self._client: HTTPClient = HTTPClient(
             max_idle_per_host=settings.max_keepalive_connections,
             idle_timeout=settings.keepalive_expiry,
@@ -54,7 +52,8 @@ class LoopIO:
 
     async def run(self, func: Callable[..., T], *args: Any) -> T:
         """``func(*args)`` on the thread pool."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
+        result: T = await self._run_blocking(func, *args)
+        return result
 
     async def request(
         self,

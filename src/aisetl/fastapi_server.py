@@ -17,7 +17,6 @@ import os
 import signal
 import threading
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO, TypeVar
 
@@ -30,6 +29,7 @@ from aisetl._uvicorn_ws import FrameWebSocketProtocol
 from aisetl.aio import LoopIO
 from aisetl.config import WS_ERRORS_CLOSE
 from aisetl.flow import Flow, ObjectRequest, WsMessage
+from aisetl.handoff import Handoff
 from aisetl.protocol import DEFAULT_PORT, HEALTH_BODY, HEALTH_PATH, WS_PATH
 from aisetl.reply import TEXT_PLAIN, Reply, health_reply
 from aisetl.server import ETLServer
@@ -89,11 +89,11 @@ class FastAPIServer(ETLServer):
         """Serve an already listening socket with uvicorn in this process."""
         _GracefulServer(self.uvicorn_config()).run(sockets=[sock])
         runtime = self.app.etl_handler.current_runtime  # type: ignore[attr-defined]
-        if runtime is not None and runtime.executor.busy:
+        if runtime is not None and runtime.threads.busy:
             # The grace period is over: do not wait for transforms still running.
             self.logger.warning(
                 "%d transform(s) still running after the grace period; exiting anyway",
-                runtime.executor.busy,
+                runtime.threads.busy,
             )
             logging.shutdown()
             os._exit(0)
@@ -140,32 +140,12 @@ class ETLApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-class TransformPool(ThreadPoolExecutor):
-    """The transform threads; counts the work it holds so a stopping server knows if any is left."""
-
-    def __init__(self, max_workers: int) -> None:
-        super().__init__(max_workers=max_workers, thread_name_prefix="aisetl-transform")
-        self._lock = threading.Lock()
-        self.busy = 0
-
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
-        with self._lock:
-            self.busy += 1
-        future = super().submit(fn, *args, **kwargs)
-        future.add_done_callback(self._finished)
-        return future
-
-    def _finished(self, _future: Future[Any]) -> None:
-        with self._lock:
-            self.busy -= 1
-
-
 @dataclass
 class _Runtime:
     """Per-event-loop state: the loop, the transform thread pool and the flow."""
 
     loop: asyncio.AbstractEventLoop
-    executor: TransformPool
+    threads: Handoff
     flow: Flow
     pid: int
     io: LoopIO
@@ -189,14 +169,14 @@ class ProtocolHandler:
         loop = asyncio.get_running_loop()
         runtime = self._runtime
         if runtime is None or runtime.loop is not loop or runtime.pid != os.getpid():
-            executor = TransformPool(self._etl.settings.threads)
+            threads = Handoff(loop, self._etl.settings.threads)
 
             def run_async(awaitable: Awaitable[Any]) -> Any:
                 return asyncio.run_coroutine_threadsafe(awaitable, loop).result()  # type: ignore[arg-type]
 
             flow = Flow(self._etl, run_async=run_async)
-            io = LoopIO(self._etl.settings, executor)
-            runtime = _Runtime(loop, executor, flow, os.getpid(), io)
+            io = LoopIO(self._etl.settings, threads.run)
+            runtime = _Runtime(loop, threads, flow, os.getpid(), io)
             self._runtime = runtime
         return runtime
 
@@ -258,9 +238,7 @@ class ProtocolHandler:
         try:
             reply = await flow.handle_async(request, body, runtime.io)
             if reply is None:
-                reply = await runtime.loop.run_in_executor(
-                    runtime.executor, flow.handle, request, body
-                )
+                reply = await runtime.threads.run(flow.handle, request, body)
         except ClientGone as exc:
             self._etl.logger.info("client went away: %s", exc)
             return
@@ -415,7 +393,7 @@ class WebSocketSession:
         runtime = self._runtime
         reader = FrameReader(first, bool(message.get(FRAMES_MORE)), self._receive, runtime.loop)
         body = io.BufferedReader(reader, 256 * 1024)
-        future = runtime.loop.run_in_executor(runtime.executor, self._task, request, body)
+        future = runtime.threads.run(self._task, request, body)
         self._streaming = (reader, asyncio.Event(), future)
         return future
 
@@ -423,9 +401,7 @@ class WebSocketSession:
         runtime = self._runtime
         reply = await runtime.flow.handle_async(request, payload, runtime.io)
         if reply is None:
-            return await runtime.loop.run_in_executor(
-                runtime.executor, self._task, request, payload
-            )
+            return await runtime.threads.run(self._task, request, payload)
         return runtime.flow.ws_message(reply, request.path)
 
     def _task(self, request: ObjectRequest, payload: bytes | BinaryIO | None) -> TaskReply:
@@ -474,7 +450,7 @@ class WebSocketSession:
         part = bytearray()
         try:
             while True:
-                chunk = await runtime.loop.run_in_executor(runtime.executor, next, stream, None)
+                chunk = await runtime.threads.run(next, stream, None)
                 if chunk is None:
                     break
                 part += chunk
@@ -640,10 +616,9 @@ async def _send_reply(
     assert runtime is not None, "a streamed reply needs the transform threads"
     await send({"type": "http.response.start", "status": reply.status, "headers": headers})
     stream = reply.stream
-    loop = runtime.loop
     try:
         while True:
-            chunk = await loop.run_in_executor(runtime.executor, next, stream, None)
+            chunk = await runtime.threads.run(next, stream, None)
             if chunk is None:
                 break
             await send({"type": "http.response.body", "body": chunk, "more_body": True})

@@ -111,12 +111,14 @@ class WsMessage:
 class InlinePolicy:
     """Learns whether a buffered transform is quick enough to run on an event loop thread.
 
-    Handing an object to a thread pool and back costs more than a quick transform itself, so
-    an event-loop server may run quick ones inline. Every transform call is timed; after
-    ``streak`` calls in a row that each took at most ``limit`` seconds, :attr:`inline` turns
-    true. A slow call resets the streak; a slow call that ran inline also holds inline
-    execution off for a while (1 s, doubling up to 60 s while it keeps happening), so a
-    transform whose cost varies blocks the loop rarely and briefly.
+    Handing an object to a thread pool and back costs more than a quick transform itself (on
+    two cores it doubles the server's CPU per 1 KiB object), so an event-loop server may run
+    quick ones inline. Every transform call is timed; after ``streak`` calls in a row that
+    each took at most ``limit`` seconds, :attr:`inline` turns true. A slow call resets the
+    streak. A slow call that ran inline holds inline execution off for a while (1 s, doubling
+    up to 60 s while it keeps happening), so a transform whose CPU cost varies blocks the loop
+    rarely and briefly; one that *waited* (for I/O, a lock, a sleep) ends inline execution for
+    good, since waiting code must never run on the loop.
     """
 
     def __init__(self, limit: float = 0.001, streak: int = 32) -> None:
@@ -125,21 +127,26 @@ class InlinePolicy:
         self._fast = 0
         self._hold_until = 0.0
         self._penalty = 1.0
+        self._never = False
 
     @property
     def inline(self) -> bool:
         """Whether the next quick-looking call may run inline."""
-        return self._fast >= self.streak and time.monotonic() >= self._hold_until
+        return (
+            not self._never and self._fast >= self.streak and time.monotonic() >= self._hold_until
+        )
 
-    def record(self, seconds: float, inline: bool) -> None:
-        """Account for one transform call that took ``seconds``."""
+    def record(self, seconds: float, inline: bool, waited: bool = False) -> None:
+        """Account for one transform call that took ``seconds`` (``waited``: it blocked)."""
         if seconds <= self.limit:
             self._fast += 1
             if self._fast >= 1000 * self.streak:
                 self._penalty = 1.0
             return
         self._fast = 0
-        if inline:
+        if waited:
+            self._never = True
+        elif inline:
             self.hold()
 
     def hold(self) -> None:
@@ -192,9 +199,13 @@ class _CallClock:
     def seconds(self) -> float:
         """The call's duration as the policy should see it."""
         wall = time.perf_counter() - self._wall
-        if not _RUSAGE_THREAD or _voluntary_switches() != self._switches:
+        if not _RUSAGE_THREAD or self.waited():
             return wall
         return min(wall, time.thread_time() - self._cpu)
+
+    def waited(self) -> bool:
+        """Whether the thread gave up the CPU to wait during the call (Linux only)."""
+        return _RUSAGE_THREAD and _voluntary_switches() != self._switches
 
 
 class _RunOffLoop(Exception):
@@ -483,7 +494,7 @@ class Flow:
                     try:
                         result = server.transform(data, request.path, request.etl_args)
                     finally:
-                        self.inline_policy.record(clock.seconds(), inline)
+                        self.inline_policy.record(clock.seconds(), inline, clock.waited())
         except (Failure, ClientGone):
             raise
         except Exception as exc:

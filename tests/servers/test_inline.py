@@ -36,6 +36,17 @@ def test_policy_slow_call_resets_and_an_inline_one_holds_off() -> None:
     assert not policy.inline
 
 
+def test_policy_a_slow_call_that_waited_ends_inline_execution_for_good() -> None:
+    policy = InlinePolicy(limit=0.001, streak=2)
+    policy.record(0.0001, inline=False)
+    policy.record(0.0001, inline=False)
+    assert policy.inline
+    policy.record(0.2, inline=True, waited=True)  # blocked on I/O: it must never run inline
+    for _ in range(1000):
+        policy.record(0.0001, inline=False)
+    assert not policy.inline
+
+
 @pytest.mark.parametrize("comm", ["hpush", "ws"])
 def test_transform_that_cannot_run_on_the_loop_still_answers(
     target: EmulatedTarget, launch: Launcher, comm: str

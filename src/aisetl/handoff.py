@@ -1,0 +1,102 @@
+"""Hand work from an event loop to threads and back, cheaply.
+
+``loop.run_in_executor`` costs a ``concurrent.futures.Future`` (with its own lock and
+condition) per call and wakes the loop once per result. Here the loop's own future is
+completed directly, and results that finish close together wake the loop once: under load
+one wake-up carries many results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_STOP = object()
+
+
+class Handoff:
+    """A pool of threads that run functions for one event loop."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, threads: int, name: str = "aisetl-transform"
+    ) -> None:
+        self._loop = loop
+        self._max_threads = max(threads, 1)
+        self._name = name
+        self._work: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._done: collections.deque[tuple[asyncio.Future[Any], bool, Any]] = collections.deque()
+        self._wake_pending = False
+        self._wake_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._count_lock = threading.Lock()
+        #: Work handed over and not finished yet.
+        self.busy = 0
+
+    def run(self, func: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Run ``func(*args)`` on a thread; await the returned future on the loop."""
+        future: asyncio.Future[T] = self._loop.create_future()
+        self.busy += 1
+        with self._count_lock:
+            idle = self._idle
+        if idle == 0 and len(self._threads) < self._max_threads:
+            self._start_thread()
+        self._work.put((future, func, args))
+        return future
+
+    def _start_thread(self) -> None:
+        thread = threading.Thread(
+            target=self._worker, name=f"{self._name}-{len(self._threads)}", daemon=True
+        )
+        self._threads.append(thread)
+        thread.start()
+
+    def _worker(self) -> None:
+        work = self._work
+        while True:
+            with self._count_lock:
+                self._idle += 1
+            item = work.get()
+            with self._count_lock:
+                self._idle -= 1
+            if item is _STOP:
+                return
+            future, func, args = item
+            try:
+                result = (True, func(*args))
+            except BaseException as exc:
+                result = (False, exc)
+            self._done.append((future, *result))
+            with self._wake_lock:
+                if self._wake_pending:
+                    continue
+                self._wake_pending = True
+            try:
+                self._loop.call_soon_threadsafe(self._deliver)
+            except RuntimeError:  # the loop is closed: nobody waits for the result
+                return
+
+    def _deliver(self) -> None:
+        with self._wake_lock:
+            self._wake_pending = False
+        done = self._done
+        while done:
+            future, ok, value = done.popleft()
+            self.busy -= 1
+            if future.cancelled():
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+    def shutdown(self) -> None:
+        """Let the threads finish what they hold and stop (does not wait)."""
+        for _ in self._threads:
+            self._work.put(_STOP)
