@@ -27,8 +27,8 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import Protocol, Side
 from websockets.utils import accept_key
 
+from aisetl.http_client import HTTPClient
 from aisetl.protocol import compose_direct_put_url, parse_pipeline, parse_query, sanitize_fqn
-from aisetl.target.http import HTTPClient
 
 _TARGET_URL = os.environ.get("AIS_TARGET_URL", "")
 

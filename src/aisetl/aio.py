@@ -9,12 +9,10 @@ client on a thread: no thread hand-off and far less Python per request. Only pla
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from aisetl.config import Settings
-
-if TYPE_CHECKING:
-    from aisetl.target.http import HTTPClient, Response
+from aisetl.http_client import HTTPClient, Response, TransportError
 
 T = TypeVar("T")
 
@@ -32,11 +30,9 @@ class LoopIO:
     """Non-blocking HTTP (plain ``http://`` only) and a thread pool, for one event loop."""
 
     def __init__(self, settings: Settings, run_blocking: Callable[..., Awaitable[Any]]) -> None:
-        from aisetl.target.http import HTTPClient
-
         self._settings = settings
         self._run_blocking = run_blocking
-        self._client: HTTPClient = HTTPClient(
+        self._client = HTTPClient(
             max_idle_per_host=settings.max_keepalive_connections,
             idle_timeout=settings.keepalive_expiry,
             connect_timeout=settings.hop_connect_timeout,
@@ -63,8 +59,6 @@ class LoopIO:
         headers: dict[str, str] | None = None,
     ) -> Response:
         """One request; raises :class:`TransportFailed` when no complete answer arrives."""
-        from aisetl.target.http import TransportError
-
         try:
             return await self._client.request(
                 method,

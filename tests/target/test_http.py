@@ -8,16 +8,8 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from aisetl.target.http import (
-    EOF,
-    READ,
-    RESET,
-    HTTPClient,
-    HTTPServer,
-    Reply,
-    Request,
-    TransportError,
-)
+from aisetl.http_client import EOF, READ, RESET, HTTPClient, TransportError
+from aisetl.target.http import HTTPServer, Reply, Request
 
 from .rawserver import RawRequest, RawServer, Script, reset, response
 

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from aisetl.http_client import HTTPClient, Response
 from aisetl.target.driver import Driver, RetryPolicy, Task, TransformResult
 from aisetl.target.endpoint import Endpoint
 from aisetl.target.faults import Faults
-from aisetl.target.http import HTTPClient, HTTPServer, Response
+from aisetl.target.http import HTTPServer
 from aisetl.target.jobs import JobReport, JobSpec, run_job
 from aisetl.target.process import DEFAULT_INIT_TIMEOUT, ServerProcess, start_server
 from aisetl.target.record import Recorder

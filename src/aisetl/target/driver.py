@@ -11,12 +11,12 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+from aisetl.http_client import TIMEOUT, HTTPClient, Response, TransportError
 from aisetl.protocol import (
     HEADER_ETL_RETRY_REASON,
     HEADER_NODE_URL,
     RETRY_REASON_DIRECT_PUT_TRANSIENT,
 )
-from aisetl.target.http import TIMEOUT, HTTPClient, Response, TransportError
 from aisetl.target.record import DRIVER, Record, Recorder
 from aisetl.target.store import Bucket
 from aisetl.target.wire import (

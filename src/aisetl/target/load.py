@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from aisetl.http_client import HTTPClient, TransportError
 from aisetl.protocol import ETL_OBJECT_PATH, HEALTH_PATH
 from aisetl.target.driver import Task, TransformResult
-from aisetl.target.http import HTTPClient, Reply, Request, TransportError
+from aisetl.target.http import Reply, Request
 from aisetl.target.store import Bucket
 from aisetl.target.wire import UnameError, destination_hop, parse_etl_object_path
 from aisetl.target.ws import WSPool

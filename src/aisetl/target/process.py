@@ -13,8 +13,8 @@ import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from aisetl.http_client import HTTPClient, TransportError
 from aisetl.protocol import HEALTH_PATH
-from aisetl.target.http import HTTPClient, TransportError
 
 #: Go target default when an init message has no ``init_timeout``.
 DEFAULT_INIT_TIMEOUT = 45.0

@@ -15,6 +15,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
+from aisetl.http_client import Response
 from aisetl.target.cluster import (
     ETL,
     AsyncCluster,
@@ -25,7 +26,6 @@ from aisetl.target.cluster import (
 from aisetl.target.driver import RetryPolicy, TransformResult
 from aisetl.target.endpoint import PutRecord
 from aisetl.target.faults import Faults
-from aisetl.target.http import Response
 from aisetl.target.jobs import JobProgress, JobReport, JobSpec, rename_with, run_job
 from aisetl.target.process import DEFAULT_INIT_TIMEOUT
 from aisetl.target.record import Record
