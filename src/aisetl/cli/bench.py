@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aisetl.cli.errors import CommandError
-from aisetl.loader import FRAMEWORKS
+from aisetl.cli.options import add_env, add_server, add_spec, parse_env
 
 if TYPE_CHECKING:  # the emulator is imported when a benchmark starts
     from aisetl.target.load import CellResult
@@ -46,15 +46,7 @@ def register(subparsers: Any) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "server", metavar="SERVER", help="path/to/server.py[:CLASS] or MODULE:CLASS"
-    )
-    parser.add_argument(
-        "--server",
-        dest="framework",
-        choices=sorted(FRAMEWORKS),
-        help="framework for plain ETLServer classes (default: the class's own, else fastapi)",
-    )
+    add_server(parser)
     parser.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes")
     parser.add_argument(
         "--comm",
@@ -90,11 +82,9 @@ def register(subparsers: Any) -> None:
         help="send these files (each at its own size) instead of random objects",
     )
     parser.add_argument("--echo", action="store_true", help="answers must equal the objects")
-    parser.add_argument(
-        "--env", action="append", default=[], metavar="NAME=VALUE", help="server variable"
-    )
+    add_env(parser)
     parser.add_argument("--csv", metavar="FILE", help="also write the results as CSV")
-    parser.add_argument("--no-spec", action="store_true", help="ignore an etl_spec.yaml")
+    add_spec(parser, choose=False)
     parser.set_defaults(handler=run)
 
 
@@ -109,17 +99,6 @@ def _sizes(values: list[str]) -> list[int]:
             raise CommandError(str(exc)) from None
         sizes.append(size)
     return sizes
-
-
-def _env(values: list[str]) -> dict[str, str]:
-
-    env = {}
-    for value in values:
-        name, sep, text = value.partition("=")
-        if not sep or not name:
-            raise CommandError(f"--env {value!r}: write NAME=VALUE")
-        env[name] = text
-    return env
 
 
 def _data(folder: str) -> list[bytes]:
@@ -190,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     if args.duration <= 0 or args.warmup < 0:
         raise CommandError("--duration must be positive and --warmup not negative")
     sizes = _sizes(args.size)
-    env = _env(args.env)
+    env = parse_env(args.env)
     data = _data(args.data) if args.data else None
     try:
         stage = load_stage(args.server, args.framework, use_spec=not args.no_spec)

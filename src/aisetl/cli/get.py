@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from aisetl.cli.errors import CommandError
-from aisetl.loader import FRAMEWORKS
+from aisetl.cli.options import add_env, add_server, add_spec, parse_env
 from aisetl.spec import DEFAULT_INIT_TIMEOUT, DEFAULT_OBJ_TIMEOUT
 
 EPILOG = """\
@@ -38,9 +38,7 @@ def register(subparsers: Any) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "server", metavar="SERVER", help="path/to/server.py[:CLASS] or MODULE:CLASS"
-    )
+    add_server(parser)
     parser.add_argument("file", metavar="FILE", help="the object to transform (a local file)")
     parser.add_argument("--args", default="", metavar="STR", help="etl_args for the request")
     parser.add_argument(
@@ -54,23 +52,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--fqn", action="store_true", help="pass the file's path instead of its bytes"
     )
-    parser.add_argument(
-        "--server",
-        dest="framework",
-        choices=sorted(FRAMEWORKS),
-        help="framework for plain ETLServer classes (default: the class's own, else fastapi)",
-    )
-    parser.add_argument("--spec", metavar="FILE", help="etl_spec.yaml to use for SERVER")
-    parser.add_argument(
-        "--no-spec", action="store_true", help="ignore an etl_spec.yaml beside SERVER"
-    )
-    parser.add_argument(
-        "--env",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="server variable (repeatable)",
-    )
+    add_spec(parser)
+    add_env(parser)
     parser.add_argument(
         "--timeout", type=float, metavar="S", help="seconds per attempt (default: spec's or 10)"
     )
@@ -91,7 +74,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Transform one file and write the result."""
-    from aisetl.cli.run import _env_map, check_ws
+    from aisetl.cli.run import check_ws
     from aisetl.cli.stages import StageError, launch, load_stage, name_stages
     from aisetl.target import Cluster
 
@@ -106,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(f"-o {args.output} is a folder")
         if not out.resolve().parent.is_dir():
             raise CommandError(f"-o {args.output}: folder {out.resolve().parent} does not exist")
-    env = _env_map(args.env)
+    env = parse_env(args.env)
     try:
         stage = load_stage(
             args.server,

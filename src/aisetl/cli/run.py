@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aisetl.cli.errors import CommandError
-from aisetl.loader import FRAMEWORKS
+from aisetl.cli.options import add_env, add_server, add_spec, parse_env
 from aisetl.spec import DEFAULT_INIT_TIMEOUT, DEFAULT_OBJ_TIMEOUT
 
 if TYPE_CHECKING:  # the emulator is imported when a run starts, not for every command
@@ -80,9 +80,7 @@ def register(subparsers: Any) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "server", metavar="SERVER", help="path/to/server.py[:CLASS] or MODULE:CLASS"
-    )
+    add_server(parser)
     parser.add_argument("--src", required=True, metavar="DIR", help="source folder (read only)")
     parser.add_argument("--dst", required=True, metavar="DIR", help="destination folder")
     parser.add_argument(
@@ -133,24 +131,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--report", metavar="FILE", help="write a JSON report (every failed object)"
     )
-    parser.add_argument(
-        "--server",
-        dest="framework",
-        choices=sorted(FRAMEWORKS),
-        help="framework for plain ETLServer classes (default: the class's own, else fastapi)",
-    )
     parser.add_argument("--port", type=int, help="port of the (first) server (default: a free one)")
-    parser.add_argument("--spec", metavar="FILE", help="etl_spec.yaml to use for SERVER")
-    parser.add_argument(
-        "--no-spec", action="store_true", help="ignore etl_spec.yaml files beside the servers"
-    )
-    parser.add_argument(
-        "--env",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="server variable (repeatable)",
-    )
+    add_spec(parser)
+    add_env(parser)
     parser.add_argument(
         "--init-timeout", type=float, metavar="S", help="seconds to wait for /health"
     )
@@ -170,17 +153,6 @@ def _ext_map(values: list[str]) -> dict[str, str]:
                 raise CommandError(f"--ext {item!r}: write FROM:TO, e.g. flac:wav")
             mapping[old] = new
     return mapping
-
-
-def _env_map(values: list[str]) -> dict[str, str]:
-
-    env: dict[str, str] = {}
-    for value in values:
-        name, sep, text = value.partition("=")
-        if not sep or not name:
-            raise CommandError(f"--env {value!r}: write NAME=VALUE")
-        env[name] = text
-    return env
 
 
 def _inside(child: Path, parent: Path) -> bool:
@@ -225,7 +197,7 @@ def plan(args: argparse.Namespace) -> RunPlan:
         if value is not None and value <= 0:
             raise CommandError(f"{flag} must be a positive number of seconds")
     ext = _ext_map(args.ext)
-    env = _env_map(args.env)
+    env = parse_env(args.env)
     src, dst, total = check_folders(args.src, args.dst, args.prefix)
     if args.port is not None:
         try:

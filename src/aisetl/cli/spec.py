@@ -9,6 +9,7 @@ from typing import Any
 
 from aisetl import spec as specs
 from aisetl.cli.errors import CommandError
+from aisetl.cli.options import add_env, parse_env
 
 EPILOG = """\
 exit codes:
@@ -53,13 +54,7 @@ def register(subparsers: Any) -> None:
     )
     init.add_argument("--init-timeout", default="5m", help="Go duration (default 5m)")
     init.add_argument("--obj-timeout", default="45s", help="Go duration (default 45s)")
-    init.add_argument(
-        "--env",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a runtime.env entry (repeatable)",
-    )
+    add_env(init, "a runtime.env entry")
     init.add_argument(
         "-o",
         "--output",
@@ -81,17 +76,6 @@ def register(subparsers: Any) -> None:
     check.set_defaults(handler=run_check)
 
 
-def _env(pairs: list[str]) -> dict[str, str]:
-
-    env: dict[str, str] = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise CommandError(f"--env {pair!r}: write NAME=VALUE")
-        env[name] = value
-    return env
-
-
 def run_init(args: argparse.Namespace) -> int:
     """Write a new spec file."""
 
@@ -103,7 +87,7 @@ def run_init(args: argparse.Namespace) -> int:
             support_direct_put=not args.no_direct_put,
             init_timeout=args.init_timeout,
             obj_timeout=args.obj_timeout,
-            env=_env(args.env),
+            env=parse_env(args.env),
         )
     except specs.SpecError as exc:
         raise CommandError(str(exc)) from None
