@@ -86,6 +86,32 @@ class DirectPut:
         self._logger = logger
         self._sleep = sleep
 
+    def _address(
+        self, hop: str, rest: str, path: str, etl_args: str
+    ) -> tuple[str, str, dict[str, str]]:
+        """The PUT's URL, the URL as logs show it (secret redacted), and its headers."""
+        if not hop_allowed(hop, self._settings.hop_allow):
+            raise Failure(
+                403, f"Hop {hop!r} is not in AISETL_HOP_ALLOW; refusing to send the object"
+            )
+        url = compose_direct_put_url(hop, self._settings.target_url, path, etl_args)
+        return url, redact_url(url), {HEADER_NODE_URL: rest} if rest else {}
+
+    def _delay_or_fail(self, shown: str, attempt: int, attempts: int, error: str) -> float:
+        """After a transient failure: 502 when no attempt is left, else the delay to wait."""
+        if attempt + 1 >= attempts:
+            raise Failure(502, f"Direct put to {shown} failed after {attempts} attempt(s): {error}")
+        delay = retry_delay(attempt, self._settings.retry_backoff)
+        self._logger.warning(
+            "Direct put to %s failed (attempt %d/%d: %s); retrying in %.1fs",
+            shown,
+            attempt + 1,
+            attempts,
+            error,
+            delay,
+        )
+        return delay
+
     def deliver(
         self,
         hop: str,
@@ -102,13 +128,7 @@ class DirectPut:
         start). A one-shot body is never retried locally: a transient failure answers 503 with
         the retry reason, and the target replays the whole request.
         """
-        if not hop_allowed(hop, self._settings.hop_allow):
-            raise Failure(
-                403, f"Hop {hop!r} is not in AISETL_HOP_ALLOW; refusing to send the object"
-            )
-        url = compose_direct_put_url(hop, self._settings.target_url, path, etl_args)
-        shown = redact_url(url)
-        headers = {HEADER_NODE_URL: rest} if rest else {}
+        url, shown, headers = self._address(hop, rest, path, etl_args)
         attempts = self._settings.direct_put_retries + 1 if replayable else 1
         for attempt in range(attempts):
             body = make_body()
@@ -134,22 +154,7 @@ class DirectPut:
                         f"{describe_error(exc)}; the target will resend the object",
                         {HEADER_ETL_RETRY_REASON: RETRY_REASON_DIRECT_PUT_TRANSIENT},
                     ) from exc
-                if attempt + 1 >= attempts:
-                    raise Failure(
-                        502,
-                        f"Direct put to {shown} failed after {attempts} attempt(s): "
-                        f"{describe_error(exc)}",
-                    ) from exc
-                delay = retry_delay(attempt, self._settings.retry_backoff)
-                self._logger.warning(
-                    "Direct put to %s failed (attempt %d/%d: %s); retrying in %.1fs",
-                    shown,
-                    attempt + 1,
-                    attempts,
-                    describe_error(exc),
-                    delay,
-                )
-                self._sleep(delay)
+                self._sleep(self._delay_or_fail(shown, attempt, attempts, describe_error(exc)))
                 continue
             except Failure:
                 raise
@@ -168,13 +173,7 @@ class DirectPut:
         The same URL, headers, retries and answer mapping; the hop must be plain HTTP
         (see :meth:`LoopIO.reaches`).
         """
-        if not hop_allowed(hop, self._settings.hop_allow):
-            raise Failure(
-                403, f"Hop {hop!r} is not in AISETL_HOP_ALLOW; refusing to send the object"
-            )
-        url = compose_direct_put_url(hop, self._settings.target_url, path, etl_args)
-        shown = redact_url(url)
-        headers = {HEADER_NODE_URL: rest} if rest else {}
+        url, shown, headers = self._address(hop, rest, path, etl_args)
         attempts = self._settings.direct_put_retries + 1
         for attempt in range(attempts):
             try:
@@ -183,20 +182,7 @@ class DirectPut:
                 error = redact_url(str(exc))
                 if exc.after_headers:
                     raise Failure(502, f"Reading the answer of {shown} failed: {error}") from exc
-                if attempt + 1 >= attempts:
-                    raise Failure(
-                        502, f"Direct put to {shown} failed after {attempts} attempt(s): {error}"
-                    ) from exc
-                delay = retry_delay(attempt, self._settings.retry_backoff)
-                self._logger.warning(
-                    "Direct put to %s failed (attempt %d/%d: %s); retrying in %.1fs",
-                    shown,
-                    attempt + 1,
-                    attempts,
-                    error,
-                    delay,
-                )
-                await asyncio.sleep(delay)
+                await asyncio.sleep(self._delay_or_fail(shown, attempt, attempts, error))
                 continue
             return self._answer_bytes(
                 response.status, response.header, response.body, len(body), shown
