@@ -120,6 +120,7 @@ class Settings:
     keepalive_timeout: float = 75.0
     ws_errors: str = WS_ERRORS_TEXT
     ws_inflight: int = 16
+    ws_frames: bool = True
     inline_max_bytes: int = 1024 * 1024
 
     @classmethod
@@ -173,6 +174,7 @@ class Settings:
             keepalive_timeout=_seconds(env, "AISETL_KEEPALIVE_TIMEOUT", 75.0, 1.0),
             ws_errors=ws_errors,
             ws_inflight=_int(env, "AISETL_WS_INFLIGHT", 16, minimum=1),
+            ws_frames=parse_bool(env.get("AISETL_WS_FRAMES", "true")),
             inline_max_bytes=(
                 parse_size("AISETL_INLINE_MAX_BYTES", inline_max) if inline_max else 1024 * 1024
             ),

@@ -69,7 +69,7 @@ class FastAPIServer(ETLServer):
             ws_ping_interval=None,
             ws_ping_timeout=None,
             ws_per_message_deflate=False,
-            ws=FrameWebSocketProtocol or "auto",
+            ws=(FrameWebSocketProtocol if s.ws_frames else None) or "auto",
             timeout_keep_alive=int(s.keepalive_timeout),
             timeout_graceful_shutdown=int(s.grace_period) or None,
             backlog=2048,

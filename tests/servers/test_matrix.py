@@ -66,3 +66,19 @@ def test_direct_fqn_hands_a_path_or_bytes(
         assert seen.content.split(b"|")[0] == (b"str" if fqn else b"bytes")
         result = target.transform(upper_etl, bucket, name, comm=comm, fqn=fqn)
         assert result.content == upper(data)
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_ws_with_uvicorns_own_protocol(target: EmulatedTarget, launch: Launcher, mode: str) -> None:
+    """AISETL_WS_FRAMES=false: whole messages, as plain uvicorn delivers them."""
+    etl = launch(
+        f"fastapi-{mode}-plain-ws", MODES[mode], "fastapi", env={"AISETL_WS_FRAMES": "false"}
+    )
+    bucket = target.bucket("plainws")
+    for size in SIZES:
+        data = payload(size)
+        name = f"{mode}/obj-{size}.bin"
+        bucket.put(name, data)
+        for fqn in (False, True):
+            result = target.ws(etl, bucket, name, fqn=fqn)
+            assert result.content == upper(data), (size, fqn, result.error)
