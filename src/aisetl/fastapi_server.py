@@ -33,7 +33,13 @@ from aisetl.handoff import Handoff
 from aisetl.protocol import DEFAULT_PORT, HEALTH_BODY, HEALTH_PATH, WS_PATH
 from aisetl.reply import TEXT_PLAIN, Reply, health_reply
 from aisetl.server import ETLServer
-from aisetl.sources import BodyTooLarge, ClientGone, Failure
+from aisetl.sources import (
+    BodyDoesNotFit,
+    BodyTooLarge,
+    ClientGone,
+    Failure,
+    check_fits_in_memory,
+)
 from aisetl.workers import bind_socket, run_workers
 
 T = TypeVar("T")
@@ -500,6 +506,8 @@ async def _read_body(receive: Receive, limit: int, length: int | None = None) ->
     With a ``Content-Length`` the buffer has its final size from the start (no regrowth, and
     ``getvalue`` hands it over without a copy); otherwise it grows as chunks come.
     """
+    if length is not None:
+        check_fits_in_memory(length)
     first = b""
     buffer: io.BytesIO | None = None
     size = 0
@@ -516,7 +524,7 @@ async def _read_body(receive: Receive, limit: int, length: int | None = None) ->
                 buffer.write(chunk)
             elif first:
                 sized = length is not None and length >= size
-                buffer = io.BytesIO(bytes(length or 0)) if sized else io.BytesIO()
+                buffer = _sized_buffer(length or 0) if sized else io.BytesIO()
                 buffer.write(first)
                 buffer.write(chunk)
             else:
@@ -528,6 +536,13 @@ async def _read_body(receive: Receive, limit: int, length: int | None = None) ->
     if buffer.seek(0, io.SEEK_END) != size:  # fewer bytes than announced
         buffer.truncate(size)
     return buffer.getvalue()
+
+
+def _sized_buffer(length: int) -> io.BytesIO:
+    try:
+        return io.BytesIO(bytes(length))
+    except (MemoryError, OverflowError):
+        raise BodyDoesNotFit(length) from None
 
 
 async def _next(receive: Receive) -> Message:

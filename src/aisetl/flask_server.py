@@ -20,7 +20,7 @@ from aisetl.http11 import reason
 from aisetl.protocol import DEFAULT_PORT, HEALTH_PATH
 from aisetl.reply import Reply, health_reply
 from aisetl.server import ETLServer
-from aisetl.sources import BodyTooLarge, ClientGone, Failure
+from aisetl.sources import BodyTooLarge, ClientGone, Failure, check_fits_in_memory
 
 StartResponse = Callable[..., Any]
 Environ = dict[str, Any]
@@ -144,6 +144,7 @@ class WSGIProtocolHandler:
         if as_stream:
             return io.BufferedReader(reader, _READ_CHUNK)
         if length is not None:
+            check_fits_in_memory(length)
             return _read_exactly(stream, length)
         return reader.readall()
 

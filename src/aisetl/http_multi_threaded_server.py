@@ -31,7 +31,13 @@ from aisetl.http11 import (
 from aisetl.protocol import DEFAULT_PORT, HEADER_NODE_URL, HEALTH_PATH
 from aisetl.reply import TEXT_PLAIN, Reply, health_reply
 from aisetl.server import ETLServer
-from aisetl.sources import BodyTooLarge, ClientGone, Failure
+from aisetl.sources import (
+    BodyDoesNotFit,
+    BodyTooLarge,
+    ClientGone,
+    Failure,
+    check_fits_in_memory,
+)
 from aisetl.workers import bind_socket, run_workers
 
 _MAX_REQUEST_LINE = 65536
@@ -226,7 +232,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_all(self, raw: LengthBodyReader | ChunkedBodyReader) -> bytes:
         if isinstance(raw, LengthBodyReader):
-            data = self.rfile.read(raw.remaining)
+            check_fits_in_memory(raw.remaining)
+            try:
+                data = self.rfile.read(raw.remaining)
+            except (MemoryError, OverflowError):
+                raise BodyDoesNotFit(raw.remaining) from None
             if len(data) < raw.remaining:
                 raise ClientGone(
                     f"client closed the connection, {raw.remaining - len(data)} body bytes unsent"

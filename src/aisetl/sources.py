@@ -14,6 +14,7 @@ from typing import BinaryIO
 
 import urllib3
 
+from aisetl.memory import memory_limit
 from aisetl.outbound import OutboundClient, describe_error, redact_url
 from aisetl.protocol import upstream_url
 
@@ -39,6 +40,25 @@ class BodyTooLarge(Failure):
             f"Request body is larger than the {limit}-byte limit (AISETL_MAX_BODY_SIZE); "
             "raise the limit or use a streaming transform",
         )
+
+
+class BodyDoesNotFit(Failure):
+    """A buffered transform's request body is larger than this process's memory can ever be."""
+
+    def __init__(self, length: int) -> None:
+        super().__init__(
+            413,
+            f"Request body of {length} bytes cannot be held in this server's memory "
+            f"({memory_limit() or 0} bytes); use a streaming transform (transform_stream) "
+            "or give the container more memory",
+        )
+
+
+def check_fits_in_memory(length: int) -> None:
+    """Raise :class:`BodyDoesNotFit` for a body a buffered transform could never hold."""
+    limit = memory_limit()
+    if limit is not None and length > limit:
+        raise BodyDoesNotFit(length)
 
 
 class ClientGone(Exception):

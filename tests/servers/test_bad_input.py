@@ -314,6 +314,25 @@ def test_body_over_the_size_limit_is_413(cluster: Cluster, framework: str) -> No
     assert health_ok(etl)
 
 
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_body_larger_than_memory_is_413_at_once(cluster: Cluster, framework: str) -> None:
+    """A buffered transform cannot hold 1 PB: a clear 413 before any byte is read, no crash."""
+    etl = cluster.etl(f"{framework}-buf")
+    with in_flight(cluster, etl.name):
+        response = raw_exchange(
+            etl,
+            b"PUT /b/huge HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000000\r\n\r\n"
+            + b"a" * 70_000,
+        )
+    assert status_of(response) == 413, response
+    assert "cannot be held in this server's memory" in body_of(response)
+    assert "transform_stream" in body_of(response) and "b/huge" in body_of(response)
+    assert health_ok(etl)
+    target = cluster.targets[0]
+    target.bucket("after-huge").put("ok", b"still fine")
+    assert target.hpush(etl, "after-huge", "ok").content == b"STILL FINE"
+
+
 def test_ws_control_message_that_is_not_json(cluster: Cluster) -> None:
     etl = cluster.etl("fastapi-buf")
 
