@@ -6,8 +6,44 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.http.errors import (
+    ChunkMissingTerminator,
+    InvalidChunkSize,
+    LimitRequestHeaders,
+    LimitRequestLine,
+    ParseException,
+)
+from gunicorn.workers.gthread import ThreadWorker
 
+from aisetl.http11 import serialize
+from aisetl.reply import malformed_request_reply
 from aisetl.workers import tune_interpreter
+
+#: What the client sent wrong (chunk errors are IOErrors before gunicorn 23).
+_PARSE_ERRORS = (ParseException, InvalidChunkSize, ChunkMissingTerminator)
+#: Parse errors whose status gunicorn does not keep on the exception.
+_STATUS = {LimitRequestLine: 414, LimitRequestHeaders: 431}
+
+
+class ETLThreadWorker(ThreadWorker):  # type: ignore[misc]
+    """gunicorn's threaded worker; a request it cannot parse is answered in our error format.
+
+    (gunicorn's own answer is an HTML page.) This covers a body with broken chunk framing too:
+    the error rises out of the application's read, and gunicorn then closes the connection,
+    which a reply from the application could not make it do. Other errors are gunicorn's.
+    """
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        if not isinstance(exc, _PARSE_ERRORS):
+            super().handle_error(req, client, addr, exc)
+            return
+        status = _STATUS.get(type(exc), getattr(exc, "code", 400))
+        status = status if isinstance(status, int) and 400 <= status < 600 else 400
+        self.log.warning("malformed request from %s: %s", addr, exc)
+        try:
+            client.sendall(serialize(malformed_request_reply(status, str(exc))))
+        except OSError:
+            self.log.debug("could not answer a malformed request from %s", addr)
 
 
 class _EmbeddedApplication(BaseApplication):  # type: ignore[misc]

@@ -23,6 +23,7 @@ from typing import Any, BinaryIO, TypeVar
 import uvicorn
 from fastapi import FastAPI
 
+from aisetl._uvicorn_http import ETLHttpToolsProtocol
 from aisetl._uvicorn_ws import EXTENSION as FRAMES_EXTENSION
 from aisetl._uvicorn_ws import MORE as FRAMES_MORE
 from aisetl._uvicorn_ws import FrameWebSocketProtocol
@@ -76,6 +77,7 @@ class FastAPIServer(ETLServer):
             ws_ping_timeout=None,
             ws_per_message_deflate=False,
             ws=(FrameWebSocketProtocol if s.ws_frames else None) or "auto",
+            http=ETLHttpToolsProtocol,
             timeout_keep_alive=int(s.keepalive_timeout),
             timeout_graceful_shutdown=int(s.grace_period) or None,
             backlog=2048,

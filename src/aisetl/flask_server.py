@@ -49,7 +49,7 @@ class FlaskServer(ETLServer):
             if ":" in self.host
             else f"{self.host}:{self.port}",
             "workers": workers or s.num_workers or 1,
-            "worker_class": "gthread",
+            "worker_class": "aisetl._gunicorn.ETLThreadWorker",
             "threads": s.threads,
             "keepalive": int(s.keepalive_timeout),
             "graceful_timeout": int(s.grace_period),

@@ -44,7 +44,7 @@ from aisetl.protocol import (
     sanitize_fqn,
     upstream_url,
 )
-from aisetl.reply import TEXT_PLAIN, Reply
+from aisetl.reply import TEXT_PLAIN, Reply, failure_text
 from aisetl.sources import (
     BytesSource,
     ClientGone,
@@ -435,7 +435,7 @@ class Flow:
 
     def failure_reply(self, path: str, failure: Failure) -> Reply:
         """The one error format of every server and transport: message, then the object."""
-        message = f"{failure.message} (object: {path})"
+        message = failure_text(failure.message, path)
         if failure.status >= 500:
             self._logger.error("%d %s", failure.status, message)
         else:

@@ -6,6 +6,7 @@ import io
 from http import HTTPStatus
 from typing import BinaryIO
 
+from aisetl.reply import Reply
 from aisetl.sources import BodyTooLarge, ClientGone, Failure
 
 _MAX_CHUNK_LINE = 4096
@@ -25,6 +26,12 @@ def response_head(status: int, headers: dict[str, str] | list[tuple[str, str]]) 
     lines = [f"HTTP/1.1 {status} {reason(status)}"]
     lines.extend(f"{name}: {value}" for name, value in items)
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def serialize(reply: Reply) -> bytes:
+    """A buffered reply as HTTP/1.1 bytes, for the places a framework lets us write raw."""
+    headers = {**reply.headers, "Content-Length": str(len(reply.body))}
+    return response_head(reply.status, headers) + reply.body
 
 
 def parse_content_length(value: str) -> int:

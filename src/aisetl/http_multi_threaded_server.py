@@ -29,7 +29,7 @@ from aisetl.http11 import (
     response_head,
 )
 from aisetl.protocol import DEFAULT_PORT, HEADER_NODE_URL, HEALTH_PATH
-from aisetl.reply import TEXT_PLAIN, Reply, health_reply
+from aisetl.reply import Reply, health_reply, malformed_request_reply
 from aisetl.server import ETLServer
 from aisetl.sources import (
     BodyDoesNotFit,
@@ -273,8 +273,7 @@ class _Handler(BaseHTTPRequestHandler):
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Errors found while parsing the request: plain text, then close."""
         self.close_connection = True
-        text = message or explain or "malformed request"
-        self._send(Reply(code, {"Content-Type": TEXT_PLAIN}, f"Bad request: {text}".encode()))
+        self._send(malformed_request_reply(code, message or explain or "cannot parse it"))
 
     def _send(self, reply: Reply, head_only: bool = False) -> None:
         headers = dict(reply.headers)

@@ -32,3 +32,18 @@ def health_reply(method: str) -> Reply:
         return Reply(200, {"Content-Type": TEXT_PLAIN}, HEALTH_BODY)
     message = f"Method {method} is not allowed on /health; use GET"
     return Reply(405, {"Content-Type": TEXT_PLAIN, "Allow": "GET, HEAD"}, message.encode())
+
+
+def failure_text(message: str, path: str | None) -> str:
+    """The one error text of every server and transport: what went wrong, then the object."""
+    return f"{message} (object: {path})" if path else message
+
+
+def malformed_request_reply(status: int, detail: str, path: str | None = None) -> Reply:
+    """The answer to a request the HTTP layer could not parse; the connection then closes."""
+    message = failure_text(
+        f"Malformed HTTP request: {detail}; nothing was processed, send a valid HTTP/1.1 request",
+        path,
+    )
+    headers = {"Content-Type": TEXT_PLAIN, "Connection": "close"}
+    return Reply(status, headers, message.encode("utf-8", "replace"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -261,6 +262,30 @@ def test_invalid_content_length_is_400(cluster: Cluster, framework: str) -> None
                 etl, b"PUT /b/o HTTP/1.1\r\nHost: x\r\nContent-Length: " + value + b"\r\n\r\n"
             )
             assert status_of(response) == 400, response
+            assert b"content-type: text/plain" in response.lower(), response
+            assert "content-length" in body_of(response).lower(), response
+    assert health_ok(etl)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_broken_chunk_framing_is_400_and_closes_the_connection(
+    cluster: Cluster, framework: str
+) -> None:
+    """The rest of the connection cannot be trusted: one plain-text 400, then it is closed."""
+    etl = cluster.etl(f"{framework}-buf")
+    with in_flight(cluster, etl.name):
+        response = raw_exchange(
+            etl,
+            b"PUT /b/o HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"zz\r\nab\r\n0\r\n\r\n"
+            b"PUT /b/next HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok",
+            read_timeout=5,
+        )
+    assert status_of(response) == 400, response
+    status_lines = re.findall(rb"HTTP/1\.1 \d{3} ", response)
+    assert len(status_lines) == 1, response  # nothing answered for the bytes after it
+    assert b"connection: close" in response.lower(), response
+    assert "chunk" in body_of(response).lower() and "<html" not in body_of(response).lower()
     assert health_ok(etl)
 
 
