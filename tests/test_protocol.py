@@ -14,6 +14,7 @@ from aisetl.protocol import (
     decode_path,
     fqn_allowed,
     interpret_hop_response,
+    is_health_check,
     is_target_hop,
     parse_bool,
     parse_pipeline,
@@ -374,3 +375,18 @@ def test_ws_control_accepts_text_and_ignores_unknown_keys() -> None:
 )
 def test_parse_bool(value: str | None, expected: bool) -> None:
     assert parse_bool(value) is expected
+
+
+@pytest.mark.parametrize(
+    ("method", "raw_path", "expected"),
+    [
+        ("GET", "/health", True),
+        ("HEAD", "/health", True),
+        ("PUT", "/health", False),  # an object named "health" hopping on from a ws stage
+        ("POST", "/health", False),
+        ("GET", "/health/x", False),
+        ("GET", "/b/health", False),
+    ],
+)
+def test_only_get_and_head_of_health_are_probes(method: str, raw_path: str, expected: bool) -> None:
+    assert is_health_check(method, raw_path) is expected

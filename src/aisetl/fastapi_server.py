@@ -31,7 +31,7 @@ from aisetl.aio import LoopIO
 from aisetl.config import WS_ERRORS_CLOSE
 from aisetl.flow import Flow, ObjectRequest, WsMessage
 from aisetl.handoff import Handoff
-from aisetl.protocol import DEFAULT_PORT, HEALTH_BODY, HEALTH_PATH, WS_PATH
+from aisetl.protocol import DEFAULT_PORT, HEALTH_BODY, WS_PATH, is_health_check
 from aisetl.reply import TEXT_PLAIN, Reply, health_reply
 from aisetl.server import ETLServer
 from aisetl.sources import (
@@ -203,14 +203,14 @@ class ProtocolHandler:
         raw_path = (
             raw_path_bytes.decode("utf-8", "surrogateescape") if raw_path_bytes else scope["path"]
         )
-        if raw_path == HEALTH_PATH:
+        if is_health_check(method, raw_path):
             if method == "GET":  # the kubelet's probe: answered on the loop, nothing to allocate
                 await send(
                     {"type": "http.response.start", "status": 200, "headers": _HEALTH_HEADERS}
                 )
                 await send({"type": "http.response.body", "body": HEALTH_BODY})
             else:
-                await _send_reply(send, health_reply(method), head_only=method == "HEAD")
+                await _send_reply(send, health_reply(), head_only=True)
             return
         node_url = None
         length = None

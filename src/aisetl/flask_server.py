@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from aisetl.flow import Flow, ObjectRequest
 from aisetl.http11 import reason
-from aisetl.protocol import DEFAULT_PORT, HEALTH_PATH
+from aisetl.protocol import DEFAULT_PORT, is_health_check
 from aisetl.reply import Reply, health_reply
 from aisetl.server import ETLServer
 from aisetl.sources import BodyTooLarge, ClientGone, Failure, check_fits_in_memory
@@ -112,8 +112,8 @@ class WSGIProtocolHandler:
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         method: str = environ["REQUEST_METHOD"]
         raw_path, query = _raw_target(environ)
-        if raw_path == HEALTH_PATH:
-            return _respond(start_response, health_reply(method))
+        if is_health_check(method, raw_path):
+            return _respond(start_response, health_reply())
         request = ObjectRequest.from_http(method, raw_path, query, environ.get("HTTP_AIS_NODE_URL"))
         flow = self.flow
         if method not in _OBJECT_METHODS:

@@ -28,7 +28,7 @@ from aisetl.http11 import (
     parse_content_length,
     response_head,
 )
-from aisetl.protocol import DEFAULT_PORT, HEADER_NODE_URL, HEALTH_PATH
+from aisetl.protocol import DEFAULT_PORT, HEADER_NODE_URL, is_health_check
 from aisetl.reply import Reply, health_reply, malformed_request_reply
 from aisetl.server import ETLServer
 from aisetl.sources import (
@@ -179,8 +179,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         path, _, query = self.path.partition("?")
         method = self.command
-        if path == HEALTH_PATH:
-            self._send(health_reply(method), head_only=method == "HEAD")
+        if is_health_check(method, path):
+            self._send(health_reply(), head_only=method == "HEAD")
             return
         request = ObjectRequest.from_http(method, path, query, self.headers.get(HEADER_NODE_URL))
         flow = self.server.etl.flow

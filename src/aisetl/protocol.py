@@ -63,6 +63,12 @@ def parse_bool(value: str | None) -> bool:
 # --- request parsing (server side) ------------------------------------------------------------
 
 
+def is_health_check(method: str, raw_path: str) -> bool:
+    """A readiness probe. Only GET and HEAD: ``PUT /health`` is an object named ``health``
+    (a pipeline stage receives one when a WebSocket-driven object of that name hops on)."""
+    return raw_path == HEALTH_PATH and method in ("GET", "HEAD")
+
+
 def decode_path(raw_path: str) -> str:
     """Object path as the transform sees it: percent-decoded once, no leading slash.
 

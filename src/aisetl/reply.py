@@ -26,12 +26,9 @@ class Reply:
             close()
 
 
-def health_reply(method: str) -> Reply:
-    """The answer to ``<method> /health``: 200 ``Running`` for GET and HEAD, else 405."""
-    if method in ("GET", "HEAD"):
-        return Reply(200, {"Content-Type": TEXT_PLAIN}, HEALTH_BODY)
-    message = f"Method {method} is not allowed on /health; use GET"
-    return Reply(405, {"Content-Type": TEXT_PLAIN, "Allow": "GET, HEAD"}, message.encode())
+def health_reply() -> Reply:
+    """The answer to a readiness probe: 200 ``Running``."""
+    return Reply(200, {"Content-Type": TEXT_PLAIN}, HEALTH_BODY)
 
 
 def failure_text(message: str, path: str | None) -> str:

@@ -135,3 +135,16 @@ def test_empty_result_of_a_last_stage_is_stored_not_lost(cluster: Cluster) -> No
     )
     assert result.error is None, result.error
     assert result.content == b"" and not result.delivered
+
+
+@pytest.mark.parametrize("stage", ["fastapi-upper", "flask-suffix", "http-suffix"])
+@pytest.mark.parametrize("name", ["health", "ws"])
+def test_objects_named_like_the_servers_own_routes(cluster: Cluster, stage: str, name: str) -> None:
+    """A ws-driven object hops on as ``PUT /<object name>``: ``PUT /health`` is an object."""
+    target = cluster.targets[0]
+    bucket = target.bucket("route-names")
+    data = payload(4099, seed=9)
+    bucket.put(name, data)
+    result = target.transform("fastapi-stream", bucket, name, comm="ws", pipeline=[stage])
+    assert result.error is None, result.error
+    assert result.content == compose("fastapi-stream", stage)(data)
