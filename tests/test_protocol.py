@@ -16,6 +16,7 @@ from aisetl.protocol import (
     interpret_hop_response,
     is_health_check,
     is_target_hop,
+    names_an_object,
     parse_bool,
     parse_pipeline,
     parse_ws_control,
@@ -390,3 +391,22 @@ def test_parse_bool(value: str | None, expected: bool) -> None:
 )
 def test_only_get_and_head_of_health_are_probes(method: str, raw_path: str, expected: bool) -> None:
     assert is_health_check(method, raw_path) is expected
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        (b'{"path":"a.txt"}', True),
+        ('{"fqn":"%2Fais%2Fx","path":"x"}', True),
+        (b'{"path":"a","future_key":1}', True),
+        (b"{}", False),
+        (b'{"size":3}', False),
+        (b"[1,2]", False),
+        (b"not json", False),
+        (b"\xff\xfe", False),
+    ],
+)
+def test_what_names_an_object_after_an_invalid_control_message(
+    message: bytes | str, expected: bool
+) -> None:
+    assert names_an_object(message) is expected

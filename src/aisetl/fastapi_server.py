@@ -31,7 +31,7 @@ from aisetl.aio import LoopIO
 from aisetl.config import WS_ERRORS_CLOSE
 from aisetl.flow import Flow, ObjectRequest, WsMessage
 from aisetl.handoff import Handoff
-from aisetl.protocol import DEFAULT_PORT, HEALTH_BODY, WS_PATH, is_health_check
+from aisetl.protocol import DEFAULT_PORT, HEALTH_BODY, WS_PATH, is_health_check, names_an_object
 from aisetl.reply import TEXT_PLAIN, Reply, health_reply
 from aisetl.server import ETLServer
 from aisetl.sources import (
@@ -51,6 +51,8 @@ Send = Callable[[Message], Awaitable[None]]
 
 #: Size of the parts a streamed ws reply is sent in (a 1 GiB object: 1024 frames).
 WS_PART = 1024 * 1024
+#: A control message is a few hundred bytes; a larger message is certainly a payload.
+_CONTROL_MAX = 64 * 1024
 WS_MAX_MESSAGE = 16 * 1024**3  # the target reads messages up to 16 GiB
 _OBJECT_METHODS = ("GET", "PUT")
 _HEALTH_HEADERS = [(b"content-type", TEXT_PLAIN.encode()), (b"content-length", b"7")]
@@ -310,6 +312,7 @@ class WebSocketSession:
         self._close_on_error = etl.settings.ws_errors == WS_ERRORS_CLOSE
         # the task whose payload is being streamed: its reader, "answered", its future
         self._streaming: tuple[FrameReader, asyncio.Event, asyncio.Future[TaskReply]] | None = None
+        self._after_invalid_control = False
 
     async def run(self) -> None:
         """Read tasks until the target drops the connection."""
@@ -362,8 +365,43 @@ class WebSocketSession:
             if not message.get(FRAMES_MORE):
                 return b"".join(parts)
 
+    async def _control_after_invalid_one(self) -> bytes | str | None:
+        """The control message that follows one we could not parse.
+
+        Whether that task's payload comes next is unknowable (it does unless the task had an
+        FQN): the next message is taken as a control message when it names an object, else as
+        that payload, which is dropped, so that every later task still gets its own answer.
+        """
+        message = await self._receive()
+        if message["type"] != "websocket.receive":
+            return None
+        first = _ws_data(message)
+        size, parts = len(first), [first]
+        while message.get(FRAMES_MORE):
+            message = await self._receive()
+            if message["type"] != "websocket.receive":
+                return None
+            part = message.get("bytes") or b""
+            size += len(part)
+            if size <= _CONTROL_MAX:
+                parts.append(part)
+        if size <= _CONTROL_MAX:
+            data = first if len(parts) == 1 else b"".join(p for p in parts if isinstance(p, bytes))
+            if names_an_object(data):
+                return data
+        self._etl.logger.warning(
+            "dropped a %d-byte ws message: the payload of the task with the invalid control "
+            "message",
+            size,
+        )
+        return await self._whole_message()
+
     async def _next_task(self) -> asyncio.Future[TaskReply] | None:
-        data = await self._whole_message()
+        if self._after_invalid_control:
+            self._after_invalid_control = False
+            data = await self._control_after_invalid_one()
+        else:
+            data = await self._whole_message()
         if data is None:
             return None
         flow = self._runtime.flow
@@ -371,6 +409,7 @@ class WebSocketSession:
         try:
             request = flow.parse_ws(data)
         except Failure as failure:
+            self._after_invalid_control = True
             done: asyncio.Future[TaskReply] = loop.create_future()
             done.set_result(flow.ws_message(flow.failure_reply("(unknown)", failure), "(unknown)"))
             return done

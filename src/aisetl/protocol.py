@@ -253,6 +253,19 @@ def retry_delay(attempt: int, base: float = 1.0, cap: float = 30.0) -> float:
     return float(min(base * (2**attempt), cap))
 
 
+def names_an_object(message: bytes | str) -> bool:
+    """Whether a ws message is a control message naming an object (``path`` or ``fqn``).
+
+    Used after a control message that could not be parsed: the message that follows is either
+    the next task's control message or the failed task's payload, and only this tells them apart.
+    """
+    try:
+        control = parse_ws_control(message)
+    except ValueError:
+        return False
+    return bool(control[WS_KEY_PATH] or control[WS_KEY_FQN])
+
+
 def parse_ws_control(message: bytes | str) -> dict[str, str]:
     """Decode a ws control message; unknown keys are ignored, missing ones are empty.
 

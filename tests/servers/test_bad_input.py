@@ -358,7 +358,11 @@ def test_body_larger_than_memory_is_413_at_once(cluster: Cluster, framework: str
     assert target.hpush(etl, "after-huge", "ok").content == b"STILL FINE"
 
 
-def test_ws_control_message_that_is_not_json(cluster: Cluster) -> None:
+@pytest.mark.parametrize(
+    "payload_follows", [True, False], ids=["then-its-payload", "then-the-next-task"]
+)
+def test_ws_control_message_that_is_not_json(cluster: Cluster, payload_follows: bool) -> None:
+    """The bad task is answered once; the tasks after it get their own answers, in order."""
     etl = cluster.etl("fastapi-buf")
 
     async def exchange() -> list[str | bytes]:
@@ -366,13 +370,16 @@ def test_ws_control_message_that_is_not_json(cluster: Cluster) -> None:
             f"ws://{etl.server().host}:{etl.server().port}/ws", max_size=None, compression=None
         ) as ws:
             await ws.send(b"this is not json")
-            await ws.send(json.dumps({"path": "after"}).encode())
-            await ws.send(b"hello")
-            return [await asyncio.wait_for(ws.recv(), 10) for _ in range(2)]
+            if payload_follows:  # as the target sends it when the task has no FQN
+                await ws.send(b"the payload of the bad task")
+            for name, data in (("after", b"hello"), ("later", b"again")):
+                await ws.send(json.dumps({"path": name}).encode())
+                await ws.send(data)
+            return [await asyncio.wait_for(ws.recv(), 10) for _ in range(3)]
 
-    first, second = asyncio.run(exchange())
+    first, second, third = asyncio.run(exchange())
     assert isinstance(first, str) and first.startswith("Invalid WebSocket control message")
-    assert second == b"HELLO"  # the connection stays usable
+    assert (second, third) == (b"HELLO", b"AGAIN")  # the connection stays usable
     assert health_ok(etl)
 
 
