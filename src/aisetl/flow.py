@@ -261,12 +261,14 @@ def _limited(chunks: Iterator[bytes], limiter: TransformLimiter) -> Iterator[byt
 
 
 def _as_bytes(value: object, what: str) -> bytes:
+    """A transform's result as bytes; text is sent as UTF-8, as the reference servers send it."""
     if isinstance(value, bytes):
         return value
     if isinstance(value, (bytearray, memoryview)):
         return bytes(value)
-    hint = " (encode text first, e.g. text.encode())" if isinstance(value, str) else ""
-    raise Failure(500, f"{what} returned {type(value).__name__}; it must return bytes{hint}")
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    raise Failure(500, f"{what} returned {type(value).__name__}; it must return bytes")
 
 
 class Flow:

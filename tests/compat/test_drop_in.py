@@ -60,6 +60,10 @@ CASES = {
         "streaming", "Crc", ("hpush", "hpull", "ws"), lambda d: d + b"%08x" % zlib.crc32(d),
         _uvicorn("streaming"), reference_ws=False,  # the reference refuses streaming over ws
     ),
+    "text_result": Case(
+        "text_result", "Sha256Text", ("hpush", "hpull"),
+        lambda d: hashlib.sha256(d).hexdigest().encode(), _uvicorn("text_result"),
+    ),
     "mime": Case(
         "mime", "Stats", ("hpush", "hpull"),
         lambda d: json.dumps({"size": len(d), "args": ""}).encode(),
