@@ -21,6 +21,7 @@ from aisetl.protocol import DEFAULT_PORT, is_health_check
 from aisetl.reply import Reply, health_reply
 from aisetl.server import ETLServer
 from aisetl.sources import BodyTooLarge, ClientGone, Failure, check_fits_in_memory
+from aisetl.workers import bind_socket
 
 StartResponse = Callable[..., Any]
 Environ = dict[str, Any]
@@ -67,6 +68,7 @@ class FlaskServer(ETLServer):
         from aisetl._gunicorn import run_gunicorn
 
         options = self.gunicorn_options(workers)
+        bind_socket(self.host, self.port).close()  # a port in use: one clear error, no retries
         self.logger.info("Flask server on %s, %d worker(s)", options["bind"], options["workers"])
         run_gunicorn(self.app, options)
 
