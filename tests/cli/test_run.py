@@ -6,11 +6,9 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -175,14 +173,6 @@ def test_spec_beside_server_supplies_comm_and_env(
     assert (
         run(f"{folder / 'server.py'}:Env", "--src", str(src), "--dst", str(dst), "--no-spec") == 0
     )
-
-
-@pytest.fixture
-def busy_port() -> Iterator[int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        yield sock.getsockname()[1]
 
 
 def bad_inputs(tmp: Path, src: Path, port: int) -> list[tuple[list[str], str]]:
