@@ -34,6 +34,13 @@ READ = "read"
 #: Kinds a Go target retries (connection refused/reset, broken pipe, connection aborted).
 RETRIABLE_KINDS = frozenset({REFUSED, RESET, BROKEN_PIPE, ABORTED})
 
+#: How a lost connection is reported: its kind before the response head, and Go's wording.
+_LOST_CONNECTION: dict[type[BaseException], tuple[str, str]] = {
+    ConnectionResetError: (RESET, "read tcp {pair}: read: connection reset by peer"),
+    BrokenPipeError: (BROKEN_PIPE, "write tcp {pair}: write: broken pipe"),
+    ConnectionAbortedError: (ABORTED, "read tcp {pair}: read: software caused connection abort"),
+}
+
 WRITE_CHUNK = 256 * 1024
 SMALL_BODY = 64 * 1024
 
@@ -296,27 +303,14 @@ class _ClientConnection(asyncio.Protocol):
         after = self._headers_done
         status = self._status if after else 0
         pair = f"{self.local}->{self.remote}"
-        if isinstance(exc, ConnectionResetError):
-            return TransportError(
-                READ if after else RESET,
-                f"read tcp {pair}: read: connection reset by peer",
-                after_headers=after,
-                status=status,
-            )
-        if isinstance(exc, BrokenPipeError):
-            return TransportError(
-                READ if after else BROKEN_PIPE,
-                f"write tcp {pair}: write: broken pipe",
-                after_headers=after,
-                status=status,
-            )
-        if isinstance(exc, ConnectionAbortedError):
-            return TransportError(
-                READ if after else ABORTED,
-                f"read tcp {pair}: read: software caused connection abort",
-                after_headers=after,
-                status=status,
-            )
+        for error_type, (kind, message) in _LOST_CONNECTION.items():
+            if isinstance(exc, error_type):
+                return TransportError(
+                    READ if after else kind,
+                    message.format(pair=pair),
+                    after_headers=after,
+                    status=status,
+                )
         if after:
             return TransportError(READ, "unexpected EOF", after_headers=True, status=status)
         if exc is None:
