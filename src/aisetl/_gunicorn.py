@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -25,6 +26,23 @@ _PARSE_ERRORS = (ParseException, InvalidChunkSize, ChunkMissingTerminator)
 _STATUS = {LimitRequestLine: 414, LimitRequestHeaders: 431}
 
 
+_request = threading.local()
+
+
+class ConnectionGone(Exception):
+    """Raised by the application when the client hung up: close without an answer."""
+
+
+def current_headers() -> list[tuple[str, str]] | None:
+    """The request headers, every copy apart, when our worker serves this thread's request.
+
+    (gunicorn's WSGI environ joins repeated headers with commas, which loses which copy came
+    first.) ``None`` under another worker.
+    """
+    headers: list[tuple[str, str]] | None = getattr(_request, "headers", None)
+    return headers
+
+
 class ETLThreadWorker(ThreadWorker):  # type: ignore[misc]
     """gunicorn's threaded worker; a request it cannot parse is answered in our error format.
 
@@ -33,7 +51,17 @@ class ETLThreadWorker(ThreadWorker):  # type: ignore[misc]
     which a reply from the application could not make it do. Other errors are gunicorn's.
     """
 
+    def handle_request(self, req: Any, conn: Any) -> Any:
+        _request.headers = req.headers
+        try:
+            return super().handle_request(req, conn)
+        finally:
+            _request.headers = None
+
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        if isinstance(exc, ConnectionGone):
+            self.log.info("client %s went away: %s", addr, exc)
+            return
         if not isinstance(exc, _PARSE_ERRORS):
             super().handle_error(req, client, addr, exc)
             return

@@ -91,13 +91,16 @@ WS_ERRORS_CLOSE = "close"
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything a server reads from its environment (PROTOCOL.md §2.2, plus aisetl's own)."""
+    """Everything a server reads from its environment (PROTOCOL.md §2.2, plus aisetl's own).
+
+    ``AIS_DIRECT_PUT_CHUNK_SIZE`` is accepted and not needed: a buffered result is sent as
+    one body, a streamed one in the transform's own chunks.
+    """
 
     target_url: str
     direct_put: bool = False
     direct_fqn: bool = False
     direct_put_retries: int = 3
-    direct_put_chunk_size: int = 1024 * 1024
     authn_token: str | None = None
     skip_verify: bool = False
     client_ca: str | None = None
@@ -149,10 +152,10 @@ class Settings:
         inline_max = env.get("AISETL_INLINE_MAX_BYTES", "").strip()
         return cls(
             target_url=target_url.rstrip("/"),
-            direct_put=parse_bool(env.get("DIRECT_PUT")),
+            # The target sets the lower-case name; the reference reads the upper-case one.
+            direct_put=parse_bool(env.get("direct_put", env.get("DIRECT_PUT"))),
             direct_fqn=parse_bool(env.get("ETL_DIRECT_FQN")),
             direct_put_retries=_int(env, "AIS_DIRECT_PUT_RETRIES", 3),
-            direct_put_chunk_size=_int(env, "AIS_DIRECT_PUT_CHUNK_SIZE", 1024 * 1024, minimum=1),
             authn_token=env.get("AIS_AUTHN_TOKEN") or None,
             skip_verify=parse_bool(skip),
             client_ca=env.get("AIS_CLIENT_CA") or None,

@@ -1,4 +1,12 @@
-"""Delivery of a result to the next hop (direct put / pipeline), with the retry policy."""
+"""Delivery of a result to the next hop (direct put / pipeline), with the retry policy.
+
+The decisions are made once, in :class:`Delivery` (the URL, how many attempts, what each
+outcome means: retry after a delay, or answer upstream) and :func:`answer_upstream` (how a
+hop's response becomes this server's answer). Two drivers run them: :meth:`DirectPut.deliver`
+on a thread with the pooled blocking client (any body, TLS peers), and
+:meth:`DirectPut.deliver_async` on an event loop (buffered bodies, plain-HTTP peers). They
+differ only in how they wait.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import urllib3
@@ -32,6 +42,195 @@ from aisetl.sources import READ_CHUNK, Failure
 _ERROR_BODY_LIMIT = 64 * 1024
 
 
+def hop_allowed(hop: str, allow: tuple[str, ...]) -> bool:
+    """Whether the opt-in hop allow-list (``AISETL_HOP_ALLOW``) admits this hop."""
+    if not allow:
+        return True
+    parts = urlsplit(hop)
+    host = parts.hostname or ""
+    candidates = {host, parts.netloc}
+    return any(entry in candidates for entry in allow)
+
+
+class HopResponse(Protocol):
+    """A hop's answer as :func:`answer_upstream` reads it (status and head already in)."""
+
+    status: int
+
+    def header(self, name: str) -> str | None:
+        """A response header (case-insensitive)."""
+
+    def read(self, size: int | None = None) -> bytes:
+        """Up to ``size`` more body bytes (all with ``None``); raises when reading fails."""
+
+    def release(self, drain: bool = False) -> None:
+        """Give the connection back (after reading what is left when ``drain``)."""
+
+
+@dataclass
+class _Buffered:
+    """A response whose body is already in memory (the event loop's client)."""
+
+    status: int
+    _header: Callable[[str], str | None]
+    _body: bytes
+
+    def header(self, name: str) -> str | None:
+        return self._header(name)
+
+    def read(self, size: int | None = None) -> bytes:
+        data, self._body = (
+            (self._body, b"") if size is None else (self._body[:size], self._body[size:])
+        )
+        return data
+
+    def release(self, drain: bool = False) -> None:
+        self._body = b""
+
+
+class _Pooled:
+    """A urllib3 response read as it arrives (the blocking client)."""
+
+    def __init__(self, response: urllib3.BaseHTTPResponse) -> None:
+        self._response = response
+        self.status = response.status
+
+    def header(self, name: str) -> str | None:
+        value = self._response.headers.get(name)
+        return None if value is None else str(value)
+
+    def read(self, size: int | None = None) -> bytes:
+        return self._response.read(size)
+
+    def release(self, drain: bool = False) -> None:
+        if drain:
+            self._response.drain_conn()
+        self._response.release_conn()
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Try again after ``delay`` seconds."""
+
+    delay: float
+
+
+def answer_upstream(
+    response: HopResponse, sent: int, shown: str, relay_stream: bool, logger: logging.Logger
+) -> Reply:
+    """This server's answer for a hop's response (PROTOCOL.md §8.6; the one mapping)."""
+    try:
+        first = response.read(READ_CHUNK)
+    except Exception as exc:
+        response.release()
+        raise Failure(502, f"Reading the answer of {shown} failed: {describe_error(exc)}") from exc
+    outcome = interpret_hop_response(
+        response.status,
+        body_empty=not first,
+        hop_length=response.header(HEADER_DIRECT_PUT_LENGTH),
+        bytes_sent=sent,
+        empty_result=parse_bool(response.header(HEADER_EMPTY_RESULT)),
+    )
+    if not outcome.relay_body:
+        response.release(drain=True)
+        return Reply(204, direct_put_headers(outcome.direct_put_length))
+    headers = {HEADER_EMPTY_RESULT: "true"} if not first and outcome.status == 200 else {}
+    if outcome.status >= 300:
+        rest = response.read(_ERROR_BODY_LIMIT) if first else b""
+        response.release(drain=True)
+        reason = response.header(HEADER_ETL_RETRY_REASON)
+        if reason:  # a downstream stage asks for a resend: pass it on (§8.8)
+            headers[HEADER_ETL_RETRY_REASON] = reason
+        logger.error("Hop %s answered %d: %r", shown, outcome.status, (first + rest)[:200])
+        return Reply(outcome.status, headers, first + rest)
+    if relay_stream:
+        return Reply(outcome.status, headers, stream=_relay(first, response))
+    try:
+        data = first + response.read()
+    except Exception as exc:
+        raise Failure(502, f"Reading the answer of {shown} failed: {describe_error(exc)}") from exc
+    finally:
+        response.release()
+    return Reply(outcome.status, headers, data)
+
+
+class Delivery:
+    """One result on its way to one hop: the address, and the decision after each attempt."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        logger: logging.Logger,
+        hop: str,
+        rest: str,
+        path: str,
+        etl_args: str,
+        replayable: bool,
+    ) -> None:
+        if not hop_allowed(hop, settings.hop_allow):
+            raise Failure(
+                403, f"Hop {hop!r} is not in AISETL_HOP_ALLOW; refusing to send the object"
+            )
+        try:
+            self.url = compose_direct_put_url(hop, settings.target_url, path, etl_args)
+        except ValueError as exc:
+            raise Failure(
+                400, f"Invalid pipeline header: hop {hop!r} is not a URL: {exc}"
+            ) from None
+        self.shown = redact_url(self.url)
+        self.headers = {HEADER_NODE_URL: rest} if rest else {}
+        self.replayable = replayable
+        self.attempts = settings.direct_put_retries + 1
+        self._backoff = settings.retry_backoff
+        self._logger = logger
+
+    def after_transport_failure(self, attempt: int, error: str, body_started: bool) -> Retry:
+        """No answer came: retry when the body can be sent again, else answer for good.
+
+        A one-shot body none of which was read yet (the hop refused the connection) can
+        still be sent, so it is retried like a replayable one.
+        """
+        if not self.replayable and (body_started or attempt + 1 >= self.attempts):
+            self._logger.warning(
+                "Direct put to %s failed (%s); asking the target to resend", self.shown, error
+            )
+            raise Failure(
+                503,
+                f"Direct put to {self.shown} failed and the request body cannot be replayed: "
+                f"{error}; the target will resend the object",
+                {HEADER_ETL_RETRY_REASON: RETRY_REASON_DIRECT_PUT_TRANSIENT},
+            )
+        if attempt + 1 >= self.attempts:
+            raise Failure(
+                502, f"Direct put to {self.shown} failed after {self.attempts} attempt(s): {error}"
+            )
+        return self._retry(attempt, error)
+
+    def after_answer(self, attempt: int, response: HopResponse) -> Retry | None:
+        """A hop answered: ``Retry`` when it asks for a resend we can honour, else ``None``."""
+        if (
+            response.status != 503
+            or response.header(HEADER_ETL_RETRY_REASON) != RETRY_REASON_DIRECT_PUT_TRANSIENT
+            or not self.replayable
+            or attempt + 1 >= self.attempts
+        ):
+            return None
+        response.release(drain=True)
+        return self._retry(attempt, "the next stage asked for a resend (503)")
+
+    def _retry(self, attempt: int, error: str) -> Retry:
+        delay = retry_delay(attempt, self._backoff)
+        self._logger.warning(
+            "Direct put to %s failed (attempt %d/%d: %s); retrying in %.1fs",
+            self.shown,
+            attempt + 1,
+            self.attempts,
+            error,
+            delay,
+        )
+        return Retry(delay)
+
+
 class _BodyFailed(Exception):
     """The result being sent failed to produce (a streaming transform raised)."""
 
@@ -45,9 +244,11 @@ class _Counted:
 
     def __init__(self, chunks: Iterable[bytes]) -> None:
         self._chunks = chunks
+        self.started = False
         self.sent = 0
 
     def __iter__(self) -> Iterator[bytes]:
+        self.started = True
         iterator = iter(self._chunks)
         while True:
             try:
@@ -59,16 +260,6 @@ class _Counted:
             if chunk:
                 self.sent += len(chunk)
                 yield chunk
-
-
-def hop_allowed(hop: str, allow: tuple[str, ...]) -> bool:
-    """Whether the opt-in hop allow-list (``AISETL_HOP_ALLOW``) admits this hop."""
-    if not allow:
-        return True
-    parts = urlsplit(hop)
-    host = parts.hostname or ""
-    candidates = {host, parts.netloc}
-    return any(entry in candidates for entry in allow)
 
 
 class DirectPut:
@@ -86,31 +277,10 @@ class DirectPut:
         self._logger = logger
         self._sleep = sleep
 
-    def _address(
-        self, hop: str, rest: str, path: str, etl_args: str
-    ) -> tuple[str, str, dict[str, str]]:
-        """The PUT's URL, the URL as logs show it (secret redacted), and its headers."""
-        if not hop_allowed(hop, self._settings.hop_allow):
-            raise Failure(
-                403, f"Hop {hop!r} is not in AISETL_HOP_ALLOW; refusing to send the object"
-            )
-        url = compose_direct_put_url(hop, self._settings.target_url, path, etl_args)
-        return url, redact_url(url), {HEADER_NODE_URL: rest} if rest else {}
-
-    def _delay_or_fail(self, shown: str, attempt: int, attempts: int, error: str) -> float:
-        """After a transient failure: 502 when no attempt is left, else the delay to wait."""
-        if attempt + 1 >= attempts:
-            raise Failure(502, f"Direct put to {shown} failed after {attempts} attempt(s): {error}")
-        delay = retry_delay(attempt, self._settings.retry_backoff)
-        self._logger.warning(
-            "Direct put to %s failed (attempt %d/%d: %s); retrying in %.1fs",
-            shown,
-            attempt + 1,
-            attempts,
-            error,
-            delay,
-        )
-        return delay
+    def _delivery(
+        self, hop: str, rest: str, path: str, etl_args: str, replayable: bool
+    ) -> Delivery:
+        return Delivery(self._settings, self._logger, hop, rest, path, etl_args, replayable)
 
     def deliver(
         self,
@@ -122,141 +292,81 @@ class DirectPut:
         replayable: bool,
         relay_stream: bool = False,
     ) -> Reply:
-        """PUT the body made by ``make_body`` to ``hop``; retry transient failures if replayable.
+        """PUT the body made by ``make_body`` to ``hop``, on this thread.
 
-        ``make_body`` is called once per attempt (a streaming transform re-runs from the
-        start). A one-shot body is never retried locally: a transient failure answers 503 with
-        the retry reason, and the target replays the whole request.
+        ``make_body`` is called for each attempt that needs a fresh body (a streaming
+        transform re-runs from the start); a body none of which was read is sent again as is.
         """
-        url, shown, headers = self._address(hop, rest, path, etl_args)
-        attempts = self._settings.direct_put_retries + 1 if replayable else 1
-        for attempt in range(attempts):
-            body = make_body()
+        plan = self._delivery(hop, rest, path, etl_args, replayable)
+        body: bytes | Iterable[bytes] | None = None
+        for attempt in range(plan.attempts):
+            if body is None:
+                body = make_body()
             counted = None if isinstance(body, bytes) else _Counted(body)
             try:
-                response = self._client.put(url, body if counted is None else counted, headers)
+                raw = self._client.put(plan.url, body if counted is None else counted, plan.headers)
             except _BodyFailed as exc:
                 _close(body)
                 raise exc.error from None
             except TRANSIENT_ERRORS as exc:
-                _close(body)
                 if counted is not None and isinstance(exc.__context__, _BodyFailed):
+                    _close(body)
                     raise exc.__context__.error from None
-                if not replayable:
-                    self._logger.warning(
-                        "Direct put to %s failed (%s); asking the target to resend",
-                        shown,
-                        describe_error(exc),
-                    )
-                    raise Failure(
-                        503,
-                        f"Direct put to {shown} failed and the request body cannot be replayed: "
-                        f"{describe_error(exc)}; the target will resend the object",
-                        {HEADER_ETL_RETRY_REASON: RETRY_REASON_DIRECT_PUT_TRANSIENT},
-                    ) from exc
-                self._sleep(self._delay_or_fail(shown, attempt, attempts, describe_error(exc)))
+                started = counted is not None and counted.started
+                if started:
+                    _close(body)
+                try:
+                    step = plan.after_transport_failure(attempt, describe_error(exc), started)
+                except Failure:
+                    _close(body)
+                    raise
+                body = None if started else body
+                self._sleep(step.delay)
                 continue
             except Failure:
                 raise
             except Exception as exc:
                 _close(body)
-                raise Failure(500, f"Direct put to {shown} failed: {describe_error(exc)}") from exc
+                raise Failure(
+                    500, f"Direct put to {plan.shown} failed: {describe_error(exc)}"
+                ) from exc
+            response = _Pooled(raw)
             sent = len(body) if counted is None else counted.sent  # type: ignore[arg-type]
-            return self._answer(response, sent, shown, relay_stream)
+            retry = plan.after_answer(attempt, response)
+            if retry is not None:
+                body = None
+                self._sleep(retry.delay)
+                continue
+            return answer_upstream(response, sent, plan.shown, relay_stream, self._logger)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def deliver_async(
         self, io: LoopIO, hop: str, rest: str, path: str, etl_args: str, body: bytes
     ) -> Reply:
-        """:meth:`deliver` of a buffered result over the event loop's client (``io``).
-
-        The same URL, headers, retries and answer mapping; the hop must be plain HTTP
-        (see :meth:`LoopIO.reaches`).
-        """
-        url, shown, headers = self._address(hop, rest, path, etl_args)
-        attempts = self._settings.direct_put_retries + 1
-        for attempt in range(attempts):
+        """:meth:`deliver` of a buffered result over the event loop's client (``io``)."""
+        plan = self._delivery(hop, rest, path, etl_args, replayable=True)
+        for attempt in range(plan.attempts):
             try:
-                response = await io.request("PUT", url, body, headers)
+                raw = await io.request("PUT", plan.url, body, plan.headers)
             except TransportFailed as exc:
                 error = redact_url(str(exc))
                 if exc.after_headers:
-                    raise Failure(502, f"Reading the answer of {shown} failed: {error}") from exc
-                await asyncio.sleep(self._delay_or_fail(shown, attempt, attempts, error))
+                    raise Failure(
+                        502, f"Reading the answer of {plan.shown} failed: {error}"
+                    ) from exc
+                step = plan.after_transport_failure(attempt, error, body_started=False)
+                await asyncio.sleep(step.delay)
                 continue
-            return self._answer_bytes(
-                response.status, response.header, response.body, len(body), shown
-            )
+            response = _Buffered(raw.status, raw.header, raw.body)
+            retry = plan.after_answer(attempt, response)
+            if retry is not None:
+                await asyncio.sleep(retry.delay)
+                continue
+            return answer_upstream(response, len(body), plan.shown, False, self._logger)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _answer_bytes(
-        self,
-        status: int,
-        header: Callable[[str], str | None],
-        body: bytes,
-        sent: int,
-        shown: str,
-    ) -> Reply:
-        """The answer upstream for a hop's complete response (as :meth:`_answer` maps it)."""
-        outcome = interpret_hop_response(
-            status,
-            body_empty=not body,
-            hop_length=header(HEADER_DIRECT_PUT_LENGTH),
-            bytes_sent=sent,
-            empty_result=parse_bool(header(HEADER_EMPTY_RESULT)),
-        )
-        if not outcome.relay_body:
-            return Reply(204, direct_put_headers(outcome.direct_put_length))
-        headers = {HEADER_EMPTY_RESULT: "true"} if not body and outcome.status == 200 else {}
-        if outcome.status >= 300:
-            body = body[: READ_CHUNK + _ERROR_BODY_LIMIT]
-            self._logger.error("Hop %s answered %d: %r", shown, outcome.status, body[:200])
-        return Reply(outcome.status, headers, body)
 
-    def _answer(
-        self, response: urllib3.BaseHTTPResponse, sent: int, shown: str, relay_stream: bool
-    ) -> Reply:
-        try:
-            first = response.read(READ_CHUNK)
-        except Exception as exc:
-            response.release_conn()
-            raise Failure(
-                502, f"Reading the answer of {shown} failed: {describe_error(exc)}"
-            ) from exc
-        outcome = interpret_hop_response(
-            response.status,
-            body_empty=not first,
-            hop_length=response.headers.get(HEADER_DIRECT_PUT_LENGTH),
-            bytes_sent=sent,
-            empty_result=parse_bool(response.headers.get(HEADER_EMPTY_RESULT)),
-        )
-        if not outcome.relay_body:
-            response.drain_conn()
-            response.release_conn()
-            return Reply(204, direct_put_headers(outcome.direct_put_length))
-        headers = {HEADER_EMPTY_RESULT: "true"} if not first and outcome.status == 200 else {}
-        if outcome.status >= 300:
-            rest = response.read(_ERROR_BODY_LIMIT) if first else b""
-            response.drain_conn()
-            response.release_conn()
-            self._logger.error(
-                "Hop %s answered %d: %r", shown, outcome.status, (first + rest)[:200]
-            )
-            return Reply(outcome.status, headers, first + rest)
-        if not relay_stream:
-            try:
-                data = first + response.read()
-            except Exception as exc:
-                raise Failure(
-                    502, f"Reading the answer of {shown} failed: {describe_error(exc)}"
-                ) from exc
-            finally:
-                response.release_conn()
-            return Reply(outcome.status, headers, data)
-        return Reply(outcome.status, headers, stream=_relay(first, response))
-
-
-def _relay(first: bytes, response: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
+def _relay(first: bytes, response: HopResponse) -> Iterator[bytes]:
     """Pass a downstream stage's content back upstream as it arrives."""
     try:
         if first:
@@ -267,7 +377,7 @@ def _relay(first: bytes, response: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
                 return
             yield chunk
     finally:
-        response.release_conn()
+        response.release()
 
 
 def _close(body: object) -> None:

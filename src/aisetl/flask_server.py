@@ -15,19 +15,20 @@ from urllib.parse import quote
 from flask import Flask
 from werkzeug.exceptions import HTTPException
 
-from aisetl.flow import Flow, ObjectRequest
+from aisetl._gunicorn import ConnectionGone, current_headers
+from aisetl.edge import Body, Headers, Refused, RequestHead, content_length
+from aisetl.flow import Flow
 from aisetl.http11 import reason
 from aisetl.protocol import DEFAULT_PORT, is_health_check
 from aisetl.reply import Reply, health_reply
 from aisetl.server import ETLServer
-from aisetl.sources import BodyTooLarge, ClientGone, Failure, check_fits_in_memory
+from aisetl.sources import BodyTooLarge, ClientGone, Failure
 from aisetl.workers import bind_socket
 
 StartResponse = Callable[..., Any]
 Environ = dict[str, Any]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
-_OBJECT_METHODS = ("GET", "PUT")
 _READ_CHUNK = 256 * 1024
 
 
@@ -116,37 +117,38 @@ class WSGIProtocolHandler:
         raw_path, query = _raw_target(environ)
         if is_health_check(method, raw_path):
             return _respond(start_response, health_reply())
-        request = ObjectRequest.from_http(method, raw_path, query, environ.get("HTTP_AIS_NODE_URL"))
+        head = RequestHead(
+            method,
+            raw_path,
+            query,
+            _headers(environ),
+            content_length(environ.get("CONTENT_LENGTH")),
+            "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower(),
+        )
         flow = self.flow
-        if method not in _OBJECT_METHODS:
-            return _respond(start_response, flow.method_not_allowed(request.path, method))
+        admitted = flow.admit(head)
+        if isinstance(admitted, Refused):
+            return _respond(start_response, flow.refusal(admitted))
+        request = admitted.request
         payload: bytes | BinaryIO | None = None
-        if method == "PUT":
-            try:
-                payload = self._body(environ, flow.wants_body_stream(request))
-            except Failure as failure:
-                return _respond(start_response, flow.failure_reply(request.path, failure))
-            except ClientGone as exc:
-                self._etl.logger.info("client went away: %s", exc)
-                incomplete = Failure(400, f"Incomplete request body: {exc}")
-                return _respond(start_response, flow.failure_reply(request.path, incomplete))
+        try:
+            if admitted.body is not Body.NONE:
+                payload = self._body(environ, head, admitted.body is Body.STREAM)
+        except Failure as failure:
+            return _respond(start_response, flow.failure_reply(request.path, failure))
+        except ClientGone as exc:
+            flow.client_gone(exc)
+            raise ConnectionGone(str(exc)) from None
         return _respond(start_response, flow.handle(request, payload))
 
-    def _body(self, environ: Environ, as_stream: bool) -> bytes | BinaryIO:
+    def _body(self, environ: Environ, head: RequestHead, as_stream: bool) -> bytes | BinaryIO:
         limit = self._etl.settings.max_body_size
         stream = environ["wsgi.input"]
-        length_text = environ.get("CONTENT_LENGTH") or ""
-        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
-        length = int(length_text) if length_text.isdigit() and not chunked else None
-        if limit and length is not None and length > limit:
-            raise BodyTooLarge(limit)
-        if length is None and not chunked:
-            length = 0
+        length = None if head.chunked else (head.content_length or 0)
         reader = WSGIInputReader(stream, length, limit)
         if as_stream:
             return io.BufferedReader(reader, _READ_CHUNK)
         if length is not None:
-            check_fits_in_memory(length)
             return _read_exactly(stream, length)
         return reader.readall()
 
@@ -189,6 +191,22 @@ class WSGIInputReader(io.RawIOBase):
             self._remaining -= size
         buffer[:size] = data
         return size
+
+
+def _headers(environ: Environ) -> Headers:
+    """The request's headers, each copy apart when gunicorn's worker kept them (ours does)."""
+    raw = current_headers()
+    if raw is not None:
+        return Headers(raw)
+    items = [
+        (key[5:].replace("_", "-"), value)
+        for key, value in environ.items()
+        if key.startswith("HTTP_")
+    ]
+    for key in ("CONTENT_LENGTH", "CONTENT_TYPE"):
+        if key in environ:
+            items.append((key.replace("_", "-"), environ[key]))
+    return Headers(items)
 
 
 def _raw_target(environ: Environ) -> tuple[str, str]:

@@ -7,7 +7,7 @@ from http import HTTPStatus
 from typing import BinaryIO
 
 from aisetl.reply import Reply
-from aisetl.sources import BodyTooLarge, ClientGone, Failure
+from aisetl.sources import BodyDoesNotFit, BodyTooLarge, ClientGone, Failure
 
 _MAX_CHUNK_LINE = 4096
 
@@ -145,3 +145,66 @@ def chunk_frame(data: bytes) -> bytes:
 
 
 LAST_CHUNK = b"0\r\n\r\n"
+
+
+BodyReader = LengthBodyReader | ChunkedBodyReader
+_DRAIN_LIMIT = 1024 * 1024
+
+
+def body_reader(
+    stream: BinaryIO, content_length: str | None, transfer_encoding: str | None, limit: int
+) -> tuple[BodyReader | None, bool]:
+    """The reader of a request body and whether the connection must close after it.
+
+    Raises :class:`Failure` for a framing the server cannot read (501, 400, 413).
+    """
+    if transfer_encoding is not None:
+        if transfer_encoding.split(",")[-1].strip().lower() != "chunked":
+            raise Failure(
+                501, f"Transfer-Encoding {transfer_encoding!r} is not supported; use chunked"
+            )
+        # Both framings at once: the body's end is ambiguous, so the connection ends with it.
+        return ChunkedBodyReader(stream, limit), content_length is not None
+    if content_length is None:
+        return None, False
+    length = parse_content_length(content_length)
+    if limit and length > limit:
+        raise BodyTooLarge(limit)
+    return LengthBodyReader(stream, length), False
+
+
+def read_all(stream: BinaryIO, raw: BodyReader) -> bytes:
+    """The whole body, read into memory (a length-framed one in a single read)."""
+    if isinstance(raw, LengthBodyReader):
+        try:
+            data = stream.read(raw.remaining)
+        except (MemoryError, OverflowError):
+            raise BodyDoesNotFit(raw.remaining) from None
+        if len(data) < raw.remaining:
+            raise ClientGone(
+                f"client closed the connection, {raw.remaining - len(data)} body bytes unsent"
+            )
+        raw.remaining = 0
+        return data
+    parts: list[bytes] = []
+    view = memoryview(bytearray(256 * 1024))
+    while True:
+        size = raw.readinto(view)
+        if not size:
+            return b"".join(parts)
+        parts.append(bytes(view[:size]))
+
+
+def drain(raw: BodyReader) -> bool:
+    """Consume what a transform left of a body; ``False`` when the connection cannot be reused."""
+    drained = 0
+    buffer = memoryview(bytearray(64 * 1024))
+    try:
+        while not raw.finished:
+            size = raw.readinto(buffer)
+            drained += size
+            if not size or drained > _DRAIN_LIMIT:
+                break
+    except (Failure, ClientGone, OSError):
+        return False
+    return raw.finished

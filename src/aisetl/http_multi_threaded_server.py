@@ -19,31 +19,25 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any, BinaryIO
 
-from aisetl.flow import Flow, ObjectRequest
+from aisetl.edge import Body, Headers, Refused, RequestHead, content_length
+from aisetl.flow import Flow
 from aisetl.http11 import (
     LAST_CHUNK,
-    ChunkedBodyReader,
-    LengthBodyReader,
+    BodyReader,
+    body_reader,
     chunk_frame,
-    parse_content_length,
+    drain,
+    read_all,
     response_head,
 )
-from aisetl.protocol import DEFAULT_PORT, HEADER_NODE_URL, is_health_check
+from aisetl.protocol import DEFAULT_PORT, is_health_check
 from aisetl.reply import Reply, health_reply, malformed_request_reply
 from aisetl.server import ETLServer
-from aisetl.sources import (
-    BodyDoesNotFit,
-    BodyTooLarge,
-    ClientGone,
-    Failure,
-    check_fits_in_memory,
-)
+from aisetl.sources import ClientGone, Failure
 from aisetl.workers import bind_socket, run_workers
 
 _MAX_REQUEST_LINE = 65536
-_DRAIN_LIMIT = 1024 * 1024
 _SMALL_WRITE = 64 * 1024
-_OBJECT_METHODS = ("GET", "PUT")
 
 
 class HTTPMultiThreadedServer(ETLServer):
@@ -163,11 +157,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.begin_request()
         try:
             self._serve()
-        except ClientGone as exc:
-            self.server.etl.logger.info("client went away: %s", exc)
-            self.close_connection = True
-        except OSError as exc:
-            self.server.etl.logger.info("connection lost while answering: %s", exc)
+        except (ClientGone, OSError) as exc:
+            self.server.etl.flow.client_gone(exc)
             self.close_connection = True
         finally:
             self.server.end_request()
@@ -182,91 +173,48 @@ class _Handler(BaseHTTPRequestHandler):
         if is_health_check(method, path):
             self._send(health_reply(), head_only=method == "HEAD")
             return
-        request = ObjectRequest.from_http(method, path, query, self.headers.get(HEADER_NODE_URL))
+        length = self.headers.get("Content-Length")
+        coding = self.headers.get("Transfer-Encoding")
+        head = RequestHead(
+            method,
+            path,
+            query,
+            Headers(self.headers.items()),
+            content_length(length),
+            coding is not None,
+        )
         flow = self.server.etl.flow
-        if method not in _OBJECT_METHODS:
-            self.close_connection = True  # a body we will not read may follow
-            self._send(flow.method_not_allowed(request.path, method))
+        admitted = flow.admit(head)
+        if isinstance(admitted, Refused):
+            self.close_connection = self.close_connection or admitted.close
+            self._send(flow.refusal(admitted))
             return
+        request = admitted.request
+        raw: BodyReader | None = None
+        body: bytes | BinaryIO | None = None
         try:
-            raw = self._body_reader() if method == "PUT" else None
+            if admitted.body is not Body.NONE:
+                raw, close = body_reader(
+                    self.rfile,  # type: ignore[arg-type]
+                    length,
+                    coding,
+                    self.server.etl.settings.max_body_size,
+                )
+                self.close_connection = self.close_connection or close
+            if raw is not None and admitted.body is Body.STREAM:
+                body = io.BufferedReader(raw, 256 * 1024)
+            elif raw is not None:
+                body = read_all(self.rfile, raw)  # type: ignore[arg-type]
         except Failure as failure:
             self.close_connection = True
             self._send(flow.failure_reply(request.path, failure))
             return
-        body: bytes | BinaryIO | None = None
-        if raw is not None:
-            if flow.wants_body_stream(request):
-                body = io.BufferedReader(raw, 256 * 1024)
-            else:
-                try:
-                    body = self._read_all(raw)
-                except Failure as failure:
-                    self.close_connection = True
-                    self._send(flow.failure_reply(request.path, failure))
-                    return
         reply = flow.handle(request, body)
         try:
             self._send(reply)
         finally:
-            if raw is not None and not self.close_connection:
-                self._drain(raw)
-
-    def _body_reader(self) -> LengthBodyReader | ChunkedBodyReader | None:
-        limit = self.server.etl.settings.max_body_size
-        coding = self.headers.get("Transfer-Encoding")
-        if coding is not None:
-            if coding.split(",")[-1].strip().lower() != "chunked":
-                raise Failure(501, f"Transfer-Encoding {coding!r} is not supported; use chunked")
-            self.close_connection = (
-                self.close_connection or self.headers.get("Content-Length") is not None
-            )
-            return ChunkedBodyReader(self.rfile, limit)  # type: ignore[arg-type]
-        length_header = self.headers.get("Content-Length")
-        if length_header is None:
-            return None
-        length = parse_content_length(length_header)
-        if limit and length > limit:
-            raise BodyTooLarge(limit)
-        return LengthBodyReader(self.rfile, length)  # type: ignore[arg-type]
-
-    def _read_all(self, raw: LengthBodyReader | ChunkedBodyReader) -> bytes:
-        if isinstance(raw, LengthBodyReader):
-            check_fits_in_memory(raw.remaining)
-            try:
-                data = self.rfile.read(raw.remaining)
-            except (MemoryError, OverflowError):
-                raise BodyDoesNotFit(raw.remaining) from None
-            if len(data) < raw.remaining:
-                raise ClientGone(
-                    f"client closed the connection, {raw.remaining - len(data)} body bytes unsent"
-                )
-            raw.remaining = 0
-            return data
-        parts: list[bytes] = []
-        buffer = bytearray(256 * 1024)
-        view = memoryview(buffer)
-        while True:
-            size = raw.readinto(view)
-            if not size:
-                return b"".join(parts)
-            parts.append(bytes(view[:size]))
-
-    def _drain(self, raw: LengthBodyReader | ChunkedBodyReader) -> None:
-        """Consume what the transform left of the body so the connection can be reused."""
-        drained = 0
-        buffer = memoryview(bytearray(64 * 1024))
-        try:
-            while not raw.finished:
-                size = raw.readinto(buffer)
-                drained += size
-                if not size or drained > _DRAIN_LIMIT:
-                    break
-        except (Failure, ClientGone, OSError):
-            self.close_connection = True
-            return
-        if not raw.finished:
-            self.close_connection = True
+            if raw is not None and not self.close_connection and not drain(raw):
+                self.close_connection = True
 
     # --- replies -----------------------------------------------------------------------------
 

@@ -93,6 +93,27 @@ def parse_query(query: str) -> dict[str, str]:
     return params
 
 
+def mangled_name(path: str, raw_query: str) -> str | None:
+    """Why an hpush request proves the object name held a ``?`` (PROTOCOL.md §5.6), or ``None``.
+
+    A Go target appends the name unescaped, so the name is cut at its ``?`` and the rest of it
+    merges with the real query: a query key that contains ``?`` (``.txt?etl_fqn``) cannot come
+    from a target otherwise. Transforming such a request would transform the wrong input.
+    """
+    if "?" not in raw_query:
+        return None
+    for key, _ in parse_qsl(raw_query, keep_blank_values=True, errors="surrogateescape"):
+        if "?" in key:
+            tail = key.rsplit("?", 1)[0]
+            return (
+                f"The object name holds a '?': the target sent it unescaped, so the name was cut "
+                f"there and its rest ({tail!r}) merged with the query (key {key!r}); the object is "
+                f"probably {path + '?' + tail!r}. Rename the object, or use hpull or ws, which "
+                "escape names (PROTOCOL.md §5.6)"
+            )
+    return None
+
+
 def sanitize_fqn(value: str) -> str:
     """Turn an ``etl_fqn`` value (already query-decoded) into an absolute, normalized path.
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import resource
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator
-from typing import BinaryIO
+from typing import Any, BinaryIO, ClassVar
 
 from aisetl.config import Settings
 from aisetl.protocol import sanitize_fqn
@@ -49,14 +50,13 @@ class ETLServer(ABC):
     load models once in ``__init__`` after calling ``super().__init__()``.
     """
 
+    #: Communication types this server can serve (see :mod:`aisetl.comm`).
+    comm_types: ClassVar[tuple[str, ...]] = ("hpush", "hpull")
+
     def __init__(self) -> None:
         _raise_nofile_limit()
         self.settings = Settings.from_env()
-        self.host_target: str = self.settings.target_url
-        self.direct_put: bool = self.settings.direct_put
-        self.direct_fqn: bool = self.settings.direct_fqn
-        self.direct_put_retries: int = self.settings.direct_put_retries
-        self.token: str | None = self.settings.authn_token
+        self._settings_frozen = False
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT, stream=sys.stdout)
         self.logger = logging.getLogger(type(self).__name__)
@@ -73,6 +73,71 @@ class ETLServer(ABC):
         self.use_streaming: bool = has_stream and not has_transform
         self.transform_is_async: bool = inspect.iscoroutinefunction(cls.transform)
         self.stream_is_async: bool = inspect.isasyncgenfunction(cls.transform_stream)
+
+    # --- settings a subclass may change in __init__ (the reference's attribute names) ----------
+
+    def _setting(self, field: str) -> Any:
+        return getattr(self.settings, field)
+
+    def _set(self, field: str, attribute: str, value: Any) -> None:
+        if getattr(self, "_settings_frozen", False):
+            raise AttributeError(
+                f"{attribute} can only be changed before the server serves its first object "
+                "(set it in __init__, after super().__init__())"
+            )
+        self.settings = dataclasses.replace(self.settings, **{field: value})
+
+    @property
+    def host_target(self) -> str:
+        """``AIS_TARGET_URL``: the target's ETL object endpoint (a credential: never log it)."""
+        return str(self._setting("target_url"))
+
+    @host_target.setter
+    def host_target(self, value: str) -> None:
+        self._set("target_url", "host_target", value.rstrip("/"))
+
+    @property
+    def direct_put(self) -> bool:
+        """``direct_put`` / ``DIRECT_PUT`` (informational: the pipeline header decides)."""
+        return bool(self._setting("direct_put"))
+
+    @direct_put.setter
+    def direct_put(self, value: bool) -> None:
+        self._set("direct_put", "direct_put", bool(value))
+
+    @property
+    def direct_fqn(self) -> bool:
+        """``ETL_DIRECT_FQN``: buffered transforms get a local file's path instead of bytes."""
+        return bool(self._setting("direct_fqn"))
+
+    @direct_fqn.setter
+    def direct_fqn(self, value: bool) -> None:
+        self._set("direct_fqn", "direct_fqn", bool(value))
+
+    @property
+    def direct_put_retries(self) -> int:
+        """``AIS_DIRECT_PUT_RETRIES``: extra attempts of a direct put after a transient failure."""
+        return int(self._setting("direct_put_retries"))
+
+    @direct_put_retries.setter
+    def direct_put_retries(self, value: int) -> None:
+        if value < 0:
+            raise ValueError(f"direct_put_retries must not be negative, not {value}")
+        self._set("direct_put_retries", "direct_put_retries", int(value))
+
+    @property
+    def token(self) -> str | None:
+        """``AIS_AUTHN_TOKEN``: sent as a bearer token on every outbound request."""
+        value = self._setting("authn_token")
+        return None if value is None else str(value)
+
+    @token.setter
+    def token(self, value: str | None) -> None:
+        self._set("authn_token", "token", value or None)
+
+    def freeze_settings(self) -> None:
+        """Called when serving starts: from then on the settings above are read-only."""
+        self._settings_frozen = True
 
     def transform(self, data: bytes | str, path: str, etl_args: str) -> bytes:
         """Transform one whole object (buffered mode); may be ``async def``.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -19,6 +20,8 @@ from aisetl.outbound import OutboundClient, describe_error, redact_url
 from aisetl.protocol import upstream_url
 
 READ_CHUNK = 256 * 1024
+#: Local files up to this size may be read on an event loop (page-cached: microseconds).
+SMALL_FILE = 64 * 1024
 
 
 class Failure(Exception):
@@ -106,6 +109,14 @@ class FileSource(Source):
                 return reader.read()
             except OSError as exc:
                 raise Failure(500, f"Cannot read object file {self.path!r}: {exc}") from None
+
+    def is_small(self) -> bool:
+        """Whether the file is small enough to read without leaving an event loop."""
+        try:
+            info = os.stat(self.path)
+        except (OSError, ValueError):
+            return True  # reading it fails at once, with the right answer
+        return stat.S_ISREG(info.st_mode) and info.st_size <= SMALL_FILE
 
     def check(self) -> str:
         """Return the path after making sure it is a readable file (``ETL_DIRECT_FQN`` mode)."""
@@ -200,9 +211,15 @@ class UpstreamSource(Source):
     client: OutboundClient
     target_url: str
     path: str
+    query: str = ""  # e.g. latest-ver=true, passed on from the target's request
+
+    def url(self) -> str:
+        """The GET's URL: ``AIS_TARGET_URL/<escaped uname>[?query]``."""
+        url = upstream_url(self.target_url, self.path)
+        return f"{url}?{self.query}" if self.query else url
 
     def _request(self) -> urllib3.BaseHTTPResponse:
-        url = upstream_url(self.target_url, self.path)
+        url = self.url()
         try:
             response = self.client.get(url)
         except Exception as exc:

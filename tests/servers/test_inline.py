@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aisetl.flow import InlinePolicy
+from aisetl.inline import InlinePolicy
 from aisetl.target import EmulatedTarget
 
 from .conftest import Launcher, health_ok
