@@ -13,8 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from aisetl import comm as comms
+
 #: Every way a target hands an object to a server: (communication type, local file or bytes).
-ALL_MODES = [(comm, fqn) for comm in ("hpush", "hpull", "ws") for fqn in (False, True)]
+ALL_MODES = [(comm, fqn) for comm in comms.NAMES for fqn in (False, True)]
 #: The same without WebSocket, for servers that do not speak it (Flask, standard library).
 HTTP_MODES = [mode for mode in ALL_MODES if mode[0] != "ws"]
 

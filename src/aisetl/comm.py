@@ -36,6 +36,10 @@ NAMES: tuple[str, ...] = tuple(comm.name for comm in ALL)
 #: Their spec values (``hpush://``, ...).
 SPEC_VALUES: tuple[str, ...] = tuple(comm.spec_value for comm in ALL)
 
+#: What ``aisetl bench`` and the load generator measure: each type, plus hpush with FQN and
+#: hpush with a direct put to the target.
+LOAD_MODES: tuple[str, ...] = (*NAMES, "fqn", "direct")
+
 _BY_NAME = {comm.name: comm for comm in ALL}
 _BY_SPEC = {comm.spec_value: comm for comm in ALL}
 

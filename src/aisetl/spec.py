@@ -14,12 +14,14 @@ from typing import Any
 
 import yaml
 
+from aisetl import comm as comms
+
 #: Communication values a target accepts (case-sensitive, with ``://``).
-COMM_VALUES = ("hpush://", "hpull://", "ws://")
+COMM_VALUES = comms.SPEC_VALUES
 #: Short names (``aisetl run --comm``) and the spec value each stands for.
-COMM_BY_NAME = {value[: -len("://")]: value for value in COMM_VALUES}
+COMM_BY_NAME = {c.name: c.spec_value for c in comms.ALL}
 #: Target defaults for absent fields (§11.2, TV-03).
-DEFAULT_COMM = "hpush://"
+DEFAULT_COMM = comms.HPUSH.spec_value
 DEFAULT_INIT_TIMEOUT = 45.0
 DEFAULT_OBJ_TIMEOUT = 10.0
 #: The fields of a runtime spec; anything else is ignored by the proxy.
@@ -162,7 +164,7 @@ def comm_value(comm: str) -> str:
         return comm
     if comm in COMM_BY_NAME:
         return COMM_BY_NAME[comm]
-    raise ValueError(f"unknown communication type {comm!r}: use hpush, hpull or ws")
+    raise ValueError(f"unknown communication type {comm!r}: use {', '.join(comms.NAMES)}")
 
 
 class _Checker:
@@ -351,6 +353,10 @@ def validate(doc: Any, *, where: str = "") -> EtlSpec:
             direct_put = raw_dp
     if communication == "ws://" and not direct_put:
         check.fail("communication", "ws:// requires support_direct_put: true")
+    chosen = comms.by_spec_value(communication)
+    lost = comms.lost_failure_warning(chosen.name) if chosen is not None else None
+    if lost is not None and raw_comm is not None:
+        check.warn("communication", lost)
 
     init_timeout = check.duration(doc, "init_timeout", DEFAULT_INIT_TIMEOUT)
     obj_timeout = check.duration(doc, "obj_timeout", DEFAULT_OBJ_TIMEOUT)

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
+from aisetl import comm as comms
 from aisetl.loader import FRAMEWORKS, LoadError, framework_of
 from aisetl.server import ETLServer
 from aisetl.target import ETL, EmulatedTarget, ServerStartError, TransformResult
@@ -38,7 +39,7 @@ __all__ = [
 ]
 
 #: Communication types a test can use: HTTP push, HTTP pull, WebSocket.
-COMM_TYPES = ("hpush", "hpull", "ws")
+COMM_TYPES = comms.NAMES
 _ETL_ERROR_PREFIX = "ETL error: "
 _LOG_LINES = 20
 _names = itertools.count(1)
@@ -76,11 +77,8 @@ class Result:
 
 def _error_text(result: TransformResult) -> str | None:
     if result.error is None:
-        if result.text is not None and result.content is None:
-            # Inline, with no hop, a ws server must answer with bytes: a text reply is how
-            # a server reports a failure over ws (a target would count it as delivered).
-            return f"{result.text} (a ws text reply: a target would count it as delivered)"
-        return None
+        # A ws text reply where a result should come back: a cluster would lose the object.
+        return result.lost
     msg = result.error.msg
     return msg[len(_ETL_ERROR_PREFIX) :] if msg.startswith(_ETL_ERROR_PREFIX) else msg
 

@@ -66,7 +66,7 @@ def test_consistent_transform_passes_without_echo(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        ([ECHO_HTTP, "--comm", "ws"], "ws needs a server with a WebSocket endpoint"),
+        ([ECHO_HTTP, "--comm", "ws"], "cannot serve ws (it serves hpush, hpull)"),
         ([ECHO_HTTP, "--size", "lots"], "is not a size"),
         ([ECHO_HTTP, "--workers", "0"], "--workers must be at least 1"),
         ([str(REPO / "no-such.py")], "no-such.py"),

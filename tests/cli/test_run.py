@@ -199,7 +199,10 @@ def bad_inputs(tmp: Path, src: Path, port: int) -> list[tuple[list[str], str]]:
         ([UPPER, *s, "--concurrency", "0"], "--concurrency must be at least 1"),
         ([UPPER, *s, "--ext", "flac"], "write FROM:TO"),
         ([UPPER, *s, "--env", "X"], "write NAME=VALUE"),
-        ([UPPER, *s, "--comm", "ws", "--server", "flask"], "--comm ws needs a server"),
+        (
+            [UPPER, *s, "--comm", "ws", "--server", "flask"],
+            "cannot serve ws (it serves hpush, hpull)",
+        ),
         ([UPPER, *s, "--spec", str(tmp / "none.yaml")], "cannot read"),
         ([UPPER, *s, "--report", str(tmp / "no" / "r.json")], "does not exist"),
         ([f"{SERVERS}:Crash", *s, "--server", "http"], "model file missing"),

@@ -14,7 +14,7 @@ from aisetl.target.process import expand_argv
 SERVER = """
 import http.server, os, signal, sys
 port, mode = int(sys.argv[1]), sys.argv[2]
-for key in ("AIS_TARGET_URL", "DIRECT_PUT", "FOO"):
+for key in ("AIS_TARGET_URL", "direct_put", "DIRECT_PUT", "FOO", "A"):
     print(f"{key}={os.environ.get(key)}", flush=True)
 if mode == "crash":
     print("boom: bad config", file=sys.stderr, flush=True)
@@ -52,7 +52,8 @@ def test_environment_and_logs(script: str) -> None:
         assert f"AIS_TARGET_URL={etl.target_url()}" in log
         assert etl.target_url() == f"{tgt.url}/v1/etl/_object/env-etl/{etl.secret}"
         assert len(etl.secret) == 10 and etl.secret.isalpha()
-        assert "DIRECT_PUT=true" in log and "FOO=bar" in log
+        assert "direct_put=true" in log and "FOO=bar" in log  # lower case, as a target sets it
+        assert "DIRECT_PUT=None" in log
         process = server.process
     assert not process.alive  # stopped with the target
 
@@ -62,11 +63,25 @@ def test_runtime_env_cannot_override_target_variables(script: str) -> None:
         etl = tgt.launch(
             "env-etl",
             [sys.executable, script, "{port}", "ok"],
-            env={"AIS_TARGET_URL": "http://elsewhere", "DIRECT_PUT": "true"},
+            env={"AIS_TARGET_URL": "http://elsewhere", "direct_put": "true"},
             direct_put=False,
         )
         assert "AIS_TARGET_URL=http://elsewhere" not in etl.logs()
-        assert "DIRECT_PUT=false" in etl.logs()
+        assert "direct_put=false" in etl.logs()
+
+
+def test_top_level_env_overrides_target_variables(script: str) -> None:
+    """PROTOCOL.md §2.1: the init message's top-level env comes after the target's own."""
+    with EmulatedTarget() as tgt:
+        etl = tgt.launch(
+            "env-etl",
+            [sys.executable, script, "{port}", "ok"],
+            env={"direct_put": "true", "A": "runtime"},
+            top_env={"direct_put": "true", "A": "top"},
+            direct_put=False,
+        )
+        log = etl.logs()
+        assert "direct_put=true" in log and "A=top" in log and "A=runtime" not in log
 
 
 def test_crash_before_healthy(script: str) -> None:

@@ -162,5 +162,6 @@ def test_tv53_failures_over_http_and_ws(cluster: Cluster) -> None:
     assert http.error is not None and http.error.ecode == 500
     assert http.error.msg.startswith("ETL error: ") and "asked to fail" in http.error.msg
     ws = t0.ws("fastapi-ws", "src", "a.txt", etl_args="raise")
-    assert ws.ok and ws.delivered  # a text reply: the target cannot tell it was an error
+    # A text reply: the target records no error (ok), and the emulator reports the loss.
+    assert ws.ok and not ws.delivered and ws.lost is not None and "asked to fail" in ws.lost
     assert t0.ws("fastapi-ws", "src", "a.txt").content == upper("a.txt")  # still usable

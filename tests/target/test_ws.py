@@ -106,7 +106,8 @@ def test_tv52_pipelined_fifo(tgt: EmulatedTarget, ws_server: MakeWS) -> None:
 
     first, second = tgt.cluster.run(both(), timeout=10)
     assert first.content == b"AA" and not first.delivered
-    assert second.delivered and second.content is None  # a text reply
+    # The text reply is matched to the second task; with no pipeline it is a silent loss.
+    assert second.text == "delivered" and second.content is None and second.lost is not None
     sends = tgt.records("ws", method="send")
     assert [(r.opcode, r.body_len) for r in sends] == [
         ("binary", 12),
@@ -135,16 +136,49 @@ def hang_up(conn: ServerConnection, server: WSServer) -> None:
     conn.close_socket()  # no close frame: abnormal closure
 
 
-def test_server_drops_connection(tgt: EmulatedTarget, ws_server: MakeWS) -> None:
+def test_server_drops_connection(ws_server: MakeWS) -> None:
+    """§7.6: the dead connection's task hangs until the job's deadline; no redial, ever."""
     server = ws_server(hang_up)
+    with EmulatedTarget(multiplier=1, ws_timeout=0.5) as tgt:
+        tgt.bucket("b").put("a", b"aa")
+        etl = tgt.attach("ws-etl", server.url, comm="ws")
+        result = tgt.ws(etl, "b", "a", fqn=False)
+        assert result.error is not None, result
+        assert "no ws reply within 0.5 s" in result.error.msg
+        assert "closed with the task outstanding" in result.error.msg
+        assert "1006" in result.error.msg and "stall until it is aborted" in result.error.msg
+        pool = etl.inline_pools[0]
+        assert pool.live == 0 and any("1006" in error for error in pool.errors)
+        again = tgt.ws(etl, "b", "a", fqn=False)  # the target never reconnects
+        assert again.error is not None
+        assert "never dials its ws pool again" in again.error.msg
+        assert server.wait_for(lambda s: s.connections == 1)
+
+
+def text_failure(conn: ServerConnection, server: WSServer) -> None:
+    """A server that answers every task with text, as servers report failures over ws."""
+    while True:
+        control = server.recv(conn)
+        if b'"fqn"' not in control:
+            server.recv(conn)
+        conn.send("Transform failed: boom (object: a)")
+
+
+def test_text_reply_without_pipeline_is_a_silent_loss(
+    tgt: EmulatedTarget, ws_server: MakeWS
+) -> None:
+    """§7.4/D27: no error is recorded (as a target records none), and the loss is reported."""
+    server = ws_server(text_failure)
     etl = tgt.attach("ws-etl", server.url, comm="ws")
     result = tgt.ws(etl, "b", "a", fqn=False)
-    assert result.error is not None and "ws connection lost" in result.error.msg
-    pool = etl.inline_pools[0]
-    assert pool.live == 0 and any("1006" in error for error in pool.errors)
-    again = tgt.ws(etl, "b", "a", fqn=False)  # the target never reconnects
-    assert again.error is not None and "no open ws connection" in again.error.msg
-    assert server.wait_for(lambda s: s.connections == 1)
+    assert result.ok and not result.delivered and result.content is None
+    assert result.failed and result.lost is not None
+    assert "in a cluster this object would be stored empty or skipped" in result.lost
+    assert "Transform failed: boom" in result.lost
+    report = tgt.run_job(etl, "b", "dst", continue_on_error=False)
+    assert report.lost == 4 and report.failed == 4 and not report.ok  # no abort: a target
+    assert not report.aborted and not tgt.bucket("dst").exists("a")  # sees no error at all
+    assert all("stored empty or skipped" in error.msg for error in report.errors)
 
 
 def test_target_drops_connection_without_close_frame(

@@ -10,13 +10,14 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aisetl import comm as comms
 from aisetl.cli.errors import CommandError
 from aisetl.cli.options import add_env, add_server, add_spec, parse_env
 
 if TYPE_CHECKING:  # the emulator is imported when a benchmark starts
     from aisetl.target.load import CellResult
 
-MODES = ("hpush", "hpull", "ws", "fqn", "direct")
+MODES = comms.LOAD_MODES
 
 EPILOG = """\
 modes:
@@ -177,11 +178,11 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from None
     name_stages([stage])
     modes = args.comm or ["hpush"]
-    if "ws" in modes and stage.framework != "fastapi":
-        raise CommandError(
-            f"ws needs a server with a WebSocket endpoint (fastapi); {stage.server} runs on "
-            f"{stage.framework}"
-        )
+    from aisetl.cli.run import check_comm
+
+    for mode in modes:
+        if comms.by_name(mode) is not None:
+            check_comm(mode, stage)
     if data is not None:
         sizes = [0]
     cells = [

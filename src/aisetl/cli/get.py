@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from aisetl import comm as comms
 from aisetl.cli.errors import CommandError
 from aisetl.cli.options import add_env, add_server, add_spec, parse_env
 from aisetl.spec import DEFAULT_INIT_TIMEOUT, DEFAULT_OBJ_TIMEOUT
@@ -46,7 +47,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--comm",
-        choices=("hpush", "hpull", "ws"),
+        choices=comms.NAMES,
         help="communication type (default: spec's or hpush)",
     )
     parser.add_argument(
@@ -74,7 +75,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Transform one file and write the result."""
-    from aisetl.cli.run import check_ws
+    from aisetl.cli.run import check_comm
     from aisetl.cli.stages import StageError, launch, load_stage, name_stages
     from aisetl.target import Cluster
 
@@ -102,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     name_stages([stage])
     spec = stage.spec
     comm = args.comm or (spec.comm if spec else "hpush")
-    check_ws(comm, stage)
+    check_comm(comm, stage)
     timeout = args.timeout or (spec.obj_timeout if spec else DEFAULT_OBJ_TIMEOUT)
     with Cluster(obj_timeout=timeout, ws_timeout=timeout, record=0) as cluster:
         target = cluster.targets[0]
@@ -122,9 +123,9 @@ def run(args: argparse.Namespace) -> int:
             etl, _BUCKET, source.name, comm=comm, fqn=args.fqn, etl_args=args.args
         )
         logs = etl.logs()
-    if result.error is not None:
-        print(f"aisetl get: {args.file}: {result.error.msg}", file=sys.stderr)
-        if result.status >= 500 and logs:
+    if result.problem is not None:
+        print(f"aisetl get: {args.file}: {result.problem}", file=sys.stderr)
+        if (result.status >= 500 or result.lost) and logs:
             tail = "\n".join(logs.strip().splitlines()[-10:])
             print(f"--- server log (tail) ---\n{tail}", file=sys.stderr)
         return 1

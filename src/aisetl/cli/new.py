@@ -11,7 +11,7 @@ from typing import Any
 
 from aisetl import spec as specs
 from aisetl.cli.errors import CommandError
-from aisetl.loader import FRAMEWORKS
+from aisetl.loader import FRAMEWORKS, framework_class
 
 EPILOG = """\
 exit codes:
@@ -84,7 +84,7 @@ def create(folder: Path, framework: str = "fastapi", image: str | None = None) -
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise FileExistsError(f"{folder} already exists and is not empty")
     base = FRAMEWORKS[framework][1]
-    comms = ['"hpush"', '"hpull"'] + (['"ws"'] if framework == "fastapi" else [])
+    comms = [f'"{name}"' for name in framework_class(framework).comm_types]
     values = {
         "title": base_name,
         "class_name": class_name_for(base_name),

@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aisetl import comm as comms
 from aisetl.cli.errors import CommandError
 from aisetl.cli.options import add_env, add_server, add_spec, parse_env
+from aisetl.loader import LoadError, framework_class
 from aisetl.spec import DEFAULT_INIT_TIMEOUT, DEFAULT_OBJ_TIMEOUT
 
 if TYPE_CHECKING:  # the emulator is imported when a run starts, not for every command
@@ -85,7 +87,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--dst", required=True, metavar="DIR", help="destination folder")
     parser.add_argument(
         "--comm",
-        choices=("hpush", "hpull", "ws"),
+        choices=comms.NAMES,
         help="communication type (default: the spec's, else hpush)",
     )
     parser.add_argument(
@@ -219,7 +221,7 @@ def plan(args: argparse.Namespace) -> RunPlan:
     name_stages(stages)
     spec = first.spec
     comm = args.comm or (spec.comm if spec else "hpush")
-    check_ws(comm, first)
+    check_comm(comm, first)
     if args.report:
         report_dir = Path(args.report).resolve().parent
         if not report_dir.is_dir():
@@ -247,14 +249,15 @@ def plan(args: argparse.Namespace) -> RunPlan:
     )
 
 
-def check_ws(comm: str, stage: Stage) -> None:
-    """Refuse ws for a server without a WebSocket endpoint (only FastAPI has one)."""
-
-    if comm == "ws" and stage.framework != "fastapi":
-        raise CommandError(
-            f"--comm ws needs a server with a WebSocket endpoint (fastapi); {stage.server} "
-            f"runs on {stage.framework}: use --comm hpush or hpull"
-        )
+def check_comm(comm: str, stage: Stage) -> None:
+    """Refuse a communication type the stage's server class cannot serve."""
+    try:
+        server_cls = framework_class(stage.framework)
+    except LoadError as exc:
+        raise CommandError(str(exc)) from None
+    reason = comms.unsupported_reason(comm, server_cls, f"{stage.server} (on {stage.framework})")
+    if reason is not None:
+        raise CommandError(f"--comm {comm}: {reason}")
 
 
 def bucket_name(folder: Path, fallback: str) -> str:
@@ -285,6 +288,7 @@ def report_dict(plan: RunPlan, report: JobReport, src_bucket: str) -> dict[str, 
         "delivered": report.delivered,
         "skipped": report.skipped,
         "failed": report.failed,
+        "lost": report.lost,
         "bytes_in": report.bytes_in,
         "bytes_out": report.bytes_out,
         "duration_s": round(report.duration, 3),
@@ -371,6 +375,9 @@ def execute(plan: RunPlan) -> int:
     if dst_bucket == src_bucket:
         dst_bucket = (dst_bucket[:60] + "-dst").strip("-")
     print(_header(plan), file=sys.stderr, flush=True)
+    lost = comms.lost_failure_warning(plan.comm)
+    if lost is not None:
+        print(f"aisetl run: warning: {lost}", file=sys.stderr, flush=True)
     targets = 2 if plan.direct_put else 1
     with Cluster(
         targets=targets,

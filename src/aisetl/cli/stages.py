@@ -33,7 +33,8 @@ class Stage:
     spec: specs.EtlSpec | None = None
     spec_path: Path | None = None
     name: str = ""
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # runtime.env
+    top_env: dict[str, str] = field(default_factory=dict)  # the spec's top-level env
 
 
 def find_spec(cls: type, server: str) -> Path | None:
@@ -86,7 +87,8 @@ def load_stage(
         framework=chosen,
         spec=found,
         spec_path=path,
-        env=found.environment() if found else {},
+        env={var.name: var.value for var in found.runtime_env} if found else {},
+        top_env={var.name: var.value for var in found.env} if found else {},
     )
 
 
@@ -137,13 +139,15 @@ def launch(
         if workers is None:
             at = argv.index("--workers")
             del argv[at : at + 2]
-        env = {**stage.env, **(extra_env or {})}
+        # --env, like a spec's top-level env, comes after the target's own variables (§2.1)
+        top_env = {**stage.top_env, **(extra_env or {})}
         try:
             etl = cluster.launch(
                 stage.name,
                 argv,
                 comm=comm if index == 0 else "hpush",
-                env=env,
+                env=stage.env,
+                top_env=top_env,
                 cwd=os.getcwd(),
                 direct_put=True,
                 init_timeout=init_timeout,

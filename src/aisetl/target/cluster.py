@@ -6,10 +6,9 @@ import asyncio
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote, urlsplit
 
 from aisetl.http_client import HTTPClient, Response
@@ -227,19 +226,8 @@ class AsyncTarget:
             pool = ws_pool or etl.inline_pools.get(self.index)
             if pool is None:
                 raise RuntimeError(f"ETL {etl.name} has no ws pool on target {self.id}")
-            return await self._bounded(self.driver.ws(pool, task), task)
+            return await self.driver.ws(pool, task, self.cluster.ws_timeout)
         raise ValueError(f"unknown comm type {kind!r}: expected one of {COMM_TYPES}")
-
-    async def _bounded(
-        self, work: Coroutine[Any, Any, TransformResult], task: Task
-    ) -> TransformResult:
-        """Bound a ws task: Go has no per-object timeout on ws, the emulator must stop."""
-        timeout = self.cluster.ws_timeout
-        try:
-            return await asyncio.wait_for(work, timeout)
-        except asyncio.TimeoutError:
-            result = TransformResult(task.bucket.object_name(task.name).cname, attempts=1)
-            return result.fail(f"no ws reply within {timeout:g} s (emulator safety bound)")
 
     async def copy(
         self,
@@ -444,7 +432,7 @@ class AsyncCluster:
     ) -> ETL:
         validate_etl_name(name)
         if comm not in COMM_TYPES:
-            raise ValueError(f"unknown comm-type {comm!r}: use hpush, hpull or ws")
+            raise ValueError(f"unknown comm-type {comm!r}: use {', '.join(COMM_TYPES)}")
         if comm == "ws" and not direct_put:
             raise ValueError("WebSocket without direct put is not supported yet")
         if name in self.etls:
@@ -462,6 +450,7 @@ class AsyncCluster:
         *,
         comm: str = "hpush",
         env: Mapping[str, str] | None = None,
+        top_env: Mapping[str, str] | None = None,
         cwd: str | os.PathLike[str] | None = None,
         direct_put: bool = True,
         init_timeout: float = DEFAULT_INIT_TIMEOUT,
@@ -471,6 +460,8 @@ class AsyncCluster:
     ) -> ETL:
         """Start the server ``argv`` (``{port}`` expanded) for ETL ``name`` and wait for it.
 
+        ``env`` is the spec's ``runtime.env``, ``top_env`` the init message's top-level
+        ``env``, applied after the target's own variables (PROTOCOL.md §2.1).
         ``per_target``: one server per target, each with its own ``AIS_TARGET_URL`` (as on a
         real cluster); otherwise one server, bound to target 0, serves every target.
         """
@@ -488,6 +479,7 @@ class AsyncCluster:
                         log_path=self.root / "logs" / f"{name}-{t.id}.log",
                         direct_put=direct_put,
                         env=env,
+                        top_env=top_env,
                         cwd=cwd,
                         port=port,
                         init_timeout=init_timeout,

@@ -35,6 +35,7 @@ from aisetl.target.wire import (
     ws_control_message,
 )
 from aisetl.target.ws import WSError, WSPool
+from aisetl.ws_protocol import LOST_IN_CLUSTER
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,10 @@ class TransformResult:
     delivered: bool = False  # answered 204 / ws text: delivered by direct put
     text: str | None = None  # a ws text reply (a target ignores what it says)
     error: ObjError | None = None
+    #: A failure the target took for success (a ws text reply to a task whose result should
+    #: come back): why the object is lost in a cluster, with the server's text. No error is
+    #: recorded, as a target records none; everything built on the emulator reports it.
+    lost: str | None = None
     attempts: int = 0  # HTTP attempts (ws: 1)
     elapsed: float = 0.0
     framing: str = ""  # how the body was framed: "length", "chunked", "close"
@@ -75,6 +80,16 @@ class TransformResult:
     def ok(self) -> bool:
         """No error was recorded."""
         return self.error is None
+
+    @property
+    def failed(self) -> bool:
+        """The object did not come through: an error, or a failure the target could not see."""
+        return self.error is not None or self.lost is not None
+
+    @property
+    def problem(self) -> str | None:
+        """What went wrong, as one line (``None`` when nothing did)."""
+        return self.error.msg if self.error is not None else self.lost
 
     def fail(self, msg: str, ecode: int = 0) -> TransformResult:
         """Record an error and return self."""
@@ -298,8 +313,13 @@ class Driver:
 
     # --- ws ---------------------------------------------------------------------------------
 
-    async def ws(self, pool: WSPool, task: Task) -> TransformResult:
-        """Send one ws task (control message, then the bytes unless FQN) and await its reply."""
+    async def ws(
+        self, pool: WSPool, task: Task, deadline: float | None = None
+    ) -> TransformResult:
+        """Send one ws task (control message, then the bytes unless FQN) and await its reply.
+
+        ``deadline``: when the job would be aborted (a target has no per-object ws timeout).
+        """
         result = self._start(task)
         if result.error is not None:
             return result
@@ -317,12 +337,15 @@ class Driver:
             return self._finish(result.fail(_read_error(exc), _read_status(exc)))
         result.attempts = 1
         try:
-            reply = await pool.submit(control, payload)
+            reply = await pool.submit(control, payload, deadline)
         except WSError as exc:
             return self._finish(result.fail(str(exc)))
         if isinstance(reply, str):
-            result.delivered = True
             result.text = reply
+            if task.hops:  # delivered by direct put, as far as a target can tell
+                result.delivered = True
+            else:  # skipped or stored empty, by timing (§7.4, D27); the emulator skips it
+                result.lost = f"{LOST_IN_CLUSTER}; the server answered: {reply}"
         elif not task.sink:
             result.fail(
                 "task.w is nil, expected direct put but got result from pipeline: " + pipeline

@@ -45,7 +45,8 @@ class JobReport:
     stored: int = 0  # results the targets stored (locally or at a remote owner)
     delivered: int = 0  # results delivered by direct put (204 / ws text)
     skipped: int = 0  # destination already existed (skip_existing)
-    failed: int = 0  # objects with an error (not-found included)
+    failed: int = 0  # objects with an error (not-found and lost included)
+    lost: int = 0  # failures a target takes for success (ws text replies), in failed too
     not_found: int = 0
     bytes_in: int = 0  # source bytes of processed objects
     bytes_out: int = 0  # bytes stored by the targets plus bytes received by direct put
@@ -206,7 +207,11 @@ class _Job:
 
     def _account(self, result: TransformResult) -> None:
         report = self.report
-        if result.error is not None:
+        if result.lost is not None:  # a target records nothing and goes on; we report it
+            report.failed += 1
+            report.lost += 1
+            self._error(ObjError(result.obj_name, result.lost))
+        elif result.error is not None:
             report.failed += 1
             self._error(result.error)
             if result.error.msg == MSG_NOT_FOUND:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from aisetl import comm as comms
 from aisetl.http_client import HTTPClient, TransportError
 from aisetl.protocol import ETL_OBJECT_PATH, HEALTH_PATH
 from aisetl.target.driver import Task, TransformResult
@@ -34,7 +35,7 @@ from aisetl.target.ws import WSPool
 if TYPE_CHECKING:
     from aisetl.target.cluster import ETL, AsyncCluster
 
-MODES = ("hpush", "hpull", "ws", "fqn", "direct")
+MODES = comms.LOAD_MODES
 #: Connections of a target's offline ws pool (``bundle_multiplier`` 2 x 4, §7.2).
 WS_POOL_MAX = 8
 #: Interval and timeout of the ``/health`` probes sent during a cell (a kubelet: 10 s, 5 s).

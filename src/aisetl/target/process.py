@@ -44,14 +44,24 @@ def expand_argv(argv: Sequence[str], port: int, host: str = "127.0.0.1") -> list
 
 
 def server_env(
-    target_url: str, direct_put: bool, env: Mapping[str, str] | None = None
+    target_url: str,
+    direct_put: bool,
+    env: Mapping[str, str] | None = None,
+    top_env: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The server's environment: ours, then ``env``, then the two target variables (§2.1)."""
+    """The server's environment in the target's order (PROTOCOL.md §2.1).
+
+    Ours first, then ``env`` (``runtime.env``), then the two variables a target sets
+    (``AIS_TARGET_URL`` and ``direct_put``, lower case, as the target spells it), then
+    ``top_env`` (the init message's top-level ``env``), which can override them.
+    """
     result = dict(os.environ)
     result.setdefault("PYTHONUNBUFFERED", "1")
+    result.pop("DIRECT_PUT", None)  # a target never sets it: do not leak ours into the pod
     result.update(env or {})
     result["AIS_TARGET_URL"] = target_url
-    result["DIRECT_PUT"] = "true" if direct_put else "false"
+    result["direct_put"] = "true" if direct_put else "false"
+    result.update(top_env or {})
     return result
 
 
@@ -194,6 +204,7 @@ async def start_server(
     log_path: str | os.PathLike[str],
     direct_put: bool = True,
     env: Mapping[str, str] | None = None,
+    top_env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
     host: str = "127.0.0.1",
     port: int | None = None,
@@ -208,7 +219,7 @@ async def start_server(
         expand_argv(argv, chosen, host),
         port=chosen,
         host=host,
-        env=server_env(target_url, direct_put, env),
+        env=server_env(target_url, direct_put, env, top_env),
         cwd=cwd,
         log_path=log_path,
     )

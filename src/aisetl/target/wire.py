@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from urllib.parse import quote, quote_from_bytes, unquote_to_bytes, urlencode
 
+from aisetl import comm as comms
 from aisetl.protocol import ETL_OBJECT_PATH, QPARAM_ETL_ARGS, QPARAM_ETL_FQN, QPARAM_LATEST_VER
 
 #: What a Go HTTP client sends as ``User-Agent`` when none is set.
@@ -62,7 +63,7 @@ OBJECTS_PATH = "/v1/objects"
 MSG_NOT_FOUND = "object not found"
 #: Message of ``cmn.ErrSkip`` (an inline request answered 204).
 MSG_SKIP = "skip"
-COMM_TYPES = ("hpush", "hpull", "ws")
+COMM_TYPES = comms.NAMES
 
 _SECRET_ALPHABET = string.ascii_letters
 _ID_ALPHABET = string.ascii_letters + string.digits

@@ -4,6 +4,12 @@ Tasks go to a shared queue; each connection's writer takes the next one and send
 waiting for earlier replies (pipelining); each reply is matched to the oldest task still
 outstanding on that connection. A binary reply is the result, a text reply means "delivered
 by direct put".
+
+When a connection dies, its outstanding tasks are not failed: a Go target never resends them,
+and they stay pending until the job is aborted (§7.6). A pool whose connections are all gone is
+never dialed again, so a task submitted to it waits too. :meth:`WSPool.submit` therefore takes
+the deadline the job would be aborted at, and fails a task that reaches it with the reason it
+was stranded.
 """
 
 from __future__ import annotations
@@ -29,12 +35,13 @@ class WSError(Exception):
 
 
 class _Task:
-    __slots__ = ("control", "future", "payload")
+    __slots__ = ("control", "future", "payload", "stranded")
 
     def __init__(self, control: bytes, payload: bytes | None) -> None:
         self.control = control
         self.payload = payload
         self.future: asyncio.Future[bytes | str] = asyncio.get_running_loop().create_future()
+        self.stranded = ""  # why no reply can come any more (the connection died)
 
 
 class _Connection:
@@ -141,9 +148,8 @@ class _Connection:
         self.alive = False
         if record:
             self.pool.errors.append(reason)
-        for task in self.outstanding:
-            if not task.future.done():
-                task.future.set_exception(WSError(f"ws connection lost: {reason}"))
+        for task in self.outstanding:  # a target never resends them: they hang (§7.6)
+            task.stranded = f"its ws connection closed with the task outstanding ({reason})"
         self.outstanding.clear()
         current = asyncio.current_task()
         for loop_task in (self.writer, self.reader):
@@ -227,13 +233,30 @@ class WSPool:
             proxy=None,
         )
 
-    async def submit(self, control: bytes, payload: bytes | None) -> bytes | str:
-        """Queue one task; return the reply (``bytes`` = result, ``str`` = delivered)."""
-        if self._closed or not self.live:
-            raise WSError(f"{self.name}: no open ws connection")
+    async def submit(
+        self, control: bytes, payload: bytes | None, deadline: float | None = None
+    ) -> bytes | str:
+        """Queue one task; return the reply (``bytes`` = result, ``str`` = delivered).
+
+        ``deadline`` (seconds) stands for the job's abort: a task still unanswered then fails
+        with :class:`WSError`, saying why it hung.
+        """
+        if self._closed:
+            raise WSError(f"{self.name}: pool closed")
         task = _Task(control, payload)
-        self._queue.put_nowait(task)
-        return await task.future
+        if self.live:
+            self._queue.put_nowait(task)
+        else:
+            task.stranded = "no open ws connection: a target never dials its ws pool again"
+        try:
+            return await asyncio.wait_for(asyncio.shield(task.future), deadline)
+        except asyncio.TimeoutError:
+            task.future.cancel()  # the writer skips it, a late reply is matched and dropped
+            why = task.stranded or "the server sent no reply"
+            raise WSError(
+                f"no ws reply within {deadline:g} s: {why}; in a cluster the job would stall "
+                "until it is aborted (PROTOCOL.md §7.6)"
+            ) from None
 
     def drop(self, index: int | None = None) -> None:
         """Fault injection: drop one connection (or all) without a close frame."""
@@ -249,10 +272,9 @@ class WSPool:
     def _connection_died(self) -> None:
         if self.live:
             return
-        while not self._queue.empty():
+        while not self._queue.empty():  # no writer will ever take them
             task = self._queue.get_nowait()
-            if not task.future.done():
-                task.future.set_exception(WSError(f"{self.name}: no open ws connection"))
+            task.stranded = "no open ws connection: a target never dials its ws pool again"
 
     async def close(self) -> None:
         """End the pool as a target ends a job: drop every connection (no close frame)."""
