@@ -313,9 +313,7 @@ class Driver:
 
     # --- ws ---------------------------------------------------------------------------------
 
-    async def ws(
-        self, pool: WSPool, task: Task, deadline: float | None = None
-    ) -> TransformResult:
+    async def ws(self, pool: WSPool, task: Task, deadline: float | None = None) -> TransformResult:
         """Send one ws task (control message, then the bytes unless FQN) and await its reply.
 
         ``deadline``: when the job would be aborted (a target has no per-object ws timeout).
