@@ -112,3 +112,20 @@ class CpuHeavy(ETLServer):
             raise AssertionError
         assert isinstance(data, bytes)
         return data
+
+
+class FailNamed(ETLServer):
+    """``Upper``, except that objects whose name contains ``bad`` fail."""
+
+    def transform(self, data: bytes | str, path: str, etl_args: str) -> bytes:
+        if "bad" in path:
+            raise ValueError(f"asked to fail for {path}")
+        assert isinstance(data, bytes)
+        return upper(data)
+
+
+class ShowDirectPut(ETLServer):
+    """Answers with the ``direct_put`` setting the server read from its environment."""
+
+    def transform(self, data: bytes | str, path: str, etl_args: str) -> bytes:
+        return str(self.direct_put).encode()

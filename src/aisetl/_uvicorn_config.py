@@ -3,8 +3,9 @@
 The reference's images start the server with ``uvicorn fastapi_server:fastapi_app ...``,
 which keeps idle connections 5 s; a target keeps them 6 s (``net.http.idle_conn_time``) and
 may reuse one just as uvicorn closes it: a plain EOF, which the target does not retry. The
-app is built while uvicorn imports the module, inside ``uvicorn.Config.load``; this finds that
-``Config`` on the call stack and raises its keep-alive before any connection is accepted.
+app is built while uvicorn imports the module, inside a method of ``uvicorn.Config`` (``load``
+or ``load_app``, by version); this finds that ``Config`` on the call stack and raises its
+keep-alive before any connection is accepted.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def _loading_config() -> object | None:
         if frame is None:
             return None
         candidate: object = frame.f_locals.get("self")
-        if isinstance(candidate, config_type) and frame.f_code.co_name == "load":
+        if isinstance(candidate, config_type):  # in Config.load (or load_app, by version)
             return candidate
         frame = frame.f_back
     return None
@@ -49,9 +50,10 @@ def raise_loading_keep_alive(keep_alive: float, logger: logging.Logger) -> bool:
     config.timeout_keep_alive = int(keep_alive)  # type: ignore[attr-defined]
     logger.info(
         "uvicorn keeps idle connections %g s, less than a target's %g s: raised to %d s "
-        "(pass --timeout-keep-alive to choose)",
+        "(a --timeout-keep-alive above %g s is kept as given)",
         current,
         TARGET_IDLE_TIMEOUT,
         int(keep_alive),
+        TARGET_IDLE_TIMEOUT,
     )
     return True

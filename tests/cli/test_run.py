@@ -99,7 +99,9 @@ def test_ws_failure_is_found_at_the_destination(
 ) -> None:
     dst = tmp_path / "out"
     assert run(UPPER, "--src", str(with_bad), "--dst", str(dst), "--comm", "ws") == 1
-    assert "d1/bad.txt: no result at the destination" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "d1/bad.txt: over ws a failure cannot be reported to the target" in out
+    assert "stored empty or skipped; the server answered: cannot take d1/bad.txt" in out
     assert not (dst / "d1" / "bad.txt").exists()
 
 
