@@ -11,23 +11,18 @@ WebSocket connection is pumped by :mod:`aisetl.ws_session`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import logging
 import os
-import signal
-import threading
-from collections.abc import Awaitable, Iterator, MutableMapping
+from collections.abc import Awaitable, MutableMapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import uvicorn
 from fastapi import FastAPI
 
-from aisetl._uvicorn_config import raise_loading_keep_alive
-from aisetl._uvicorn_http import ETLHttpToolsProtocol
+from aisetl._uvicorn_run import GracefulServer, etl_uvicorn_config, raise_loading_keep_alive
 from aisetl._uvicorn_ws import EXTENSION as FRAMES_EXTENSION
-from aisetl._uvicorn_ws import FrameWebSocketProtocol
 from aisetl.aio import LoopIO
 from aisetl.asgi_io import Receive, ReceiveReader, Send, read_body, send_reply
 from aisetl.edge import Body, Headers, Refused, RequestHead, content_length
@@ -42,7 +37,6 @@ from aisetl.ws_protocol import CLOSE_POLICY
 from aisetl.ws_session import WebSocketSession
 
 Scope = MutableMapping[str, Any]
-WS_MAX_MESSAGE = 16 * 1024**3  # the target reads messages up to 16 GiB
 _HEALTH_HEADERS = [(b"content-type", TEXT_PLAIN.encode()), (b"content-length", b"7")]
 
 
@@ -59,24 +53,7 @@ class FastAPIServer(ETLServer):
 
     def uvicorn_config(self) -> uvicorn.Config:
         """uvicorn settings for the target's traffic (keep-alive, 16 GiB ws messages, no pings)."""
-        s = self.settings
-        return uvicorn.Config(
-            self.app,
-            host=self.host,
-            port=self.port,
-            ws_max_size=WS_MAX_MESSAGE,
-            ws_ping_interval=None,
-            ws_ping_timeout=None,
-            ws_per_message_deflate=False,
-            ws=(FrameWebSocketProtocol if s.ws_frames else None) or "auto",
-            http=ETLHttpToolsProtocol,
-            timeout_keep_alive=int(s.keepalive_timeout),
-            timeout_graceful_shutdown=int(s.grace_period) or None,
-            backlog=2048,
-            access_log=False,
-            server_header=False,
-            log_level="info",
-        )
+        return etl_uvicorn_config(self.app, self.host, self.port, self.settings)
 
     def start(self, workers: int | None = None) -> None:
         """Serve until SIGTERM; ``workers`` processes (default ``NUM_WORKERS`` or 1)."""
@@ -87,7 +64,7 @@ class FastAPIServer(ETLServer):
 
     def serve_socket(self, sock: Any) -> None:
         """Serve an already listening socket with uvicorn in this process."""
-        _GracefulServer(self.uvicorn_config()).run(sockets=[sock])
+        GracefulServer(self.uvicorn_config()).run(sockets=[sock])
         runtime = self.app.etl_handler.current_runtime  # type: ignore[attr-defined]
         if runtime is not None and runtime.threads.busy:
             # The grace period is over: do not wait for transforms still running.
@@ -97,27 +74,6 @@ class FastAPIServer(ETLServer):
             )
             logging.shutdown()
             os._exit(0)
-
-
-class _GracefulServer(uvicorn.Server):
-    """uvicorn, except that a graceful stop on SIGTERM ends with exit status 0.
-
-    (uvicorn re-raises the signal once it has stopped, so the process would die of it.)
-    """
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = {
-            sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)
-        }
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
 
 
 class ETLApp(FastAPI):

@@ -10,20 +10,20 @@ import io
 import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, BinaryIO
-from urllib.parse import quote
 
 from flask import Flask
 from werkzeug.exceptions import HTTPException
 
-from aisetl._gunicorn import ConnectionGone, current_headers
-from aisetl.edge import Body, Headers, Refused, RequestHead, content_length
+from aisetl._gunicorn import ConnectionGone
+from aisetl.edge import Body, Refused, RequestHead, content_length
 from aisetl.flow import Flow
 from aisetl.http11 import reason
 from aisetl.protocol import DEFAULT_PORT, is_health_check
 from aisetl.reply import Reply, health_reply
 from aisetl.server import ETLServer
-from aisetl.sources import BodyTooLarge, ClientGone, Failure
+from aisetl.sources import ClientGone, Failure
 from aisetl.workers import bind_socket
+from aisetl.wsgi_io import WSGIInputReader, raw_target, read_exactly, request_headers
 
 StartResponse = Callable[..., Any]
 Environ = dict[str, Any]
@@ -114,14 +114,14 @@ class WSGIProtocolHandler:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         method: str = environ["REQUEST_METHOD"]
-        raw_path, query = _raw_target(environ)
+        raw_path, query = raw_target(environ)
         if is_health_check(method, raw_path):
             return _respond(start_response, health_reply())
         head = RequestHead(
             method,
             raw_path,
             query,
-            _headers(environ),
+            request_headers(environ),
             content_length(environ.get("CONTENT_LENGTH")),
             "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower(),
         )
@@ -149,76 +149,8 @@ class WSGIProtocolHandler:
         if as_stream:
             return io.BufferedReader(reader, _READ_CHUNK)
         if length is not None:
-            return _read_exactly(stream, length)
+            return read_exactly(stream, length)
         return reader.readall()
-
-
-def _read_exactly(stream: Any, length: int) -> bytes:
-    data = stream.read(length) if length else b""
-    if len(data) < length:
-        raise ClientGone(
-            f"client closed the connection with {length - len(data)} body bytes unsent"
-        )
-    return data
-
-
-class WSGIInputReader(io.RawIOBase):
-    """A reader of ``wsgi.input`` that stops at the body's end and enforces the size limit."""
-
-    def __init__(self, stream: Any, length: int | None, limit: int) -> None:
-        self._stream = stream
-        self._remaining = length
-        self._limit = limit
-        self._size = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        want = len(buffer) if self._remaining is None else min(len(buffer), self._remaining)
-        if want <= 0:
-            return 0
-        data = self._stream.read(want)
-        if not data:
-            if self._remaining:
-                raise ClientGone("client closed the connection before the body was complete")
-            return 0
-        size = len(data)
-        self._size += size
-        if self._limit and self._size > self._limit:
-            raise BodyTooLarge(self._limit)
-        if self._remaining is not None:
-            self._remaining -= size
-        buffer[:size] = data
-        return size
-
-
-def _headers(environ: Environ) -> Headers:
-    """The request's headers, each copy apart when gunicorn's worker kept them (ours does)."""
-    raw = current_headers()
-    if raw is not None:
-        return Headers(raw)
-    items = [
-        (key[5:].replace("_", "-"), value)
-        for key, value in environ.items()
-        if key.startswith("HTTP_")
-    ]
-    for key in ("CONTENT_LENGTH", "CONTENT_TYPE"):
-        if key in environ:
-            items.append((key.replace("_", "-"), environ[key]))
-    return Headers(items)
-
-
-def _raw_target(environ: Environ) -> tuple[str, str]:
-    """The request path as sent (still escaped) and the raw query string."""
-    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
-    if raw:
-        if "://" in raw.split("?", 1)[0]:  # absolute-form request target
-            raw = "/" + raw.split("://", 1)[1].partition("/")[2]
-        path, _, query = raw.partition("?")
-        return path, query
-    path_info = environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8", "surrogateescape")
-    return quote(path_info, safe="/@", errors="surrogateescape"), environ.get("QUERY_STRING", "")
 
 
 def _respond(start_response: StartResponse, reply: Reply) -> Iterable[bytes]:

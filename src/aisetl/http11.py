@@ -208,3 +208,48 @@ def drain(raw: BodyReader) -> bool:
     except (Failure, ClientGone, OSError):
         return False
     return raw.finished
+
+
+_SMALL_WRITE = 64 * 1024
+
+
+def write_reply(
+    wfile: BinaryIO, reply: Reply, *, close: bool, chunked: bool = True, head_only: bool = False
+) -> None:
+    """Write a reply: ``Content-Length`` for bytes; a stream chunked, or to EOF (HTTP/1.0).
+
+    A stream that raises :class:`Failure` after the head was written propagates it, so the
+    caller can break the connection instead of ending the body.
+    """
+    headers = dict(reply.headers)
+    if close:
+        headers["Connection"] = "close"
+    if reply.stream is None:
+        headers["Content-Length"] = str(len(reply.body))
+        head = response_head(reply.status, headers)
+        if head_only or not reply.body:
+            wfile.write(head)
+        elif len(reply.body) <= _SMALL_WRITE:
+            wfile.write(head + reply.body)
+        else:
+            wfile.write(head)
+            wfile.write(reply.body)
+        return
+    if chunked:
+        headers["Transfer-Encoding"] = "chunked"
+    wfile.write(response_head(reply.status, headers))
+    try:
+        for chunk in reply.stream:
+            if not chunked:
+                wfile.write(chunk)
+            elif len(chunk) <= _SMALL_WRITE:
+                wfile.write(chunk_frame(chunk))
+            else:
+                wfile.write(b"%x\r\n" % len(chunk))
+                wfile.write(chunk)
+                wfile.write(b"\r\n")
+    except OSError:
+        reply.close()
+        raise
+    if chunked:
+        wfile.write(LAST_CHUNK)

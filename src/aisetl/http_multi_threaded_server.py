@@ -21,15 +21,7 @@ from typing import Any, BinaryIO
 
 from aisetl.edge import Body, Headers, Refused, RequestHead, content_length
 from aisetl.flow import Flow
-from aisetl.http11 import (
-    LAST_CHUNK,
-    BodyReader,
-    body_reader,
-    chunk_frame,
-    drain,
-    read_all,
-    response_head,
-)
+from aisetl.http11 import BodyReader, body_reader, drain, read_all, write_reply
 from aisetl.protocol import DEFAULT_PORT, is_health_check
 from aisetl.reply import Reply, health_reply, malformed_request_reply
 from aisetl.server import ETLServer
@@ -37,7 +29,6 @@ from aisetl.sources import ClientGone, Failure
 from aisetl.workers import bind_socket, run_workers
 
 _MAX_REQUEST_LINE = 65536
-_SMALL_WRITE = 64 * 1024
 
 
 class HTTPMultiThreadedServer(ETLServer):
@@ -224,54 +215,21 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(malformed_request_reply(code, message or explain or "cannot parse it"))
 
     def _send(self, reply: Reply, head_only: bool = False) -> None:
-        headers = dict(reply.headers)
-        if self.server.stopping:
-            self.close_connection = True
-        if reply.stream is None:
-            headers["Content-Length"] = str(len(reply.body))
-            if self.close_connection:
-                headers["Connection"] = "close"
-            head = response_head(reply.status, headers)
-            if head_only or not reply.body:
-                self.wfile.write(head)
-            elif len(reply.body) <= _SMALL_WRITE:
-                self.wfile.write(head + reply.body)
-            else:
-                self.wfile.write(head)
-                self.wfile.write(reply.body)
-            return
-        self._send_stream(reply, headers)
-
-    def _send_stream(self, reply: Reply, headers: dict[str, str]) -> None:
-        assert reply.stream is not None
         chunked = self.request_version != "HTTP/1.0"
-        if chunked:
-            headers["Transfer-Encoding"] = "chunked"
-        else:
-            self.close_connection = True
-        if self.close_connection:
-            headers["Connection"] = "close"
-        self.wfile.write(response_head(reply.status, headers))
+        if self.server.stopping or (reply.stream is not None and not chunked):
+            self.close_connection = True  # an HTTP/1.0 stream ends when the connection does
         try:
-            for chunk in reply.stream:
-                if not chunked:
-                    self.wfile.write(chunk)
-                elif len(chunk) <= _SMALL_WRITE:
-                    self.wfile.write(chunk_frame(chunk))
-                else:
-                    self.wfile.write(b"%x\r\n" % len(chunk))
-                    self.wfile.write(chunk)
-                    self.wfile.write(b"\r\n")
+            write_reply(
+                self.wfile,  # type: ignore[arg-type]
+                reply,
+                close=self.close_connection,
+                chunked=chunked,
+                head_only=head_only,
+            )
         except Failure as failure:
             # The status line is gone: break the framing so the target sees a read error.
             self.server.etl.logger.error("aborting reply mid-stream: %s", failure.message)
             self._abort()
-            return
-        except OSError:
-            reply.close()
-            raise
-        if chunked:
-            self.wfile.write(LAST_CHUNK)
 
     def _abort(self) -> None:
         self.close_connection = True

@@ -1,4 +1,5 @@
-"""Make an app started by a plain ``uvicorn module:app`` safe for a target's keep-alive.
+"""Running the FastAPI server under uvicorn: its settings, its graceful stop, and the keep-alive
+of an app started by a plain ``uvicorn module:app``.
 
 The reference's images start the server with ``uvicorn fastapi_server:fastapi_app ...``,
 which keeps idle connections 5 s; a target keeps them 6 s (``net.http.idle_conn_time``) and
@@ -10,13 +11,67 @@ keep-alive before any connection is accepted.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from aisetl._uvicorn_http import ETLHttpToolsProtocol
+from aisetl._uvicorn_ws import FrameWebSocketProtocol
+from aisetl.config import Settings
 
 #: The target's idle-connection timeout (PROTOCOL.md §14): a server must keep idle ones longer.
 TARGET_IDLE_TIMEOUT = 6.0
 _MAX_FRAMES = 64
+WS_MAX_MESSAGE = 16 * 1024**3  # the target reads messages up to 16 GiB
+
+
+def etl_uvicorn_config(app: Any, host: str, port: int, settings: Settings) -> uvicorn.Config:
+    """uvicorn settings for a target's traffic (keep-alive, 16 GiB ws messages, no pings)."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        ws_max_size=WS_MAX_MESSAGE,
+        ws_ping_interval=None,
+        ws_ping_timeout=None,
+        ws_per_message_deflate=False,
+        ws=(FrameWebSocketProtocol if settings.ws_frames else None) or "auto",
+        http=ETLHttpToolsProtocol,
+        timeout_keep_alive=int(settings.keepalive_timeout),
+        timeout_graceful_shutdown=int(settings.grace_period) or None,
+        backlog=2048,
+        access_log=False,
+        server_header=False,
+        log_level="info",
+    )
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn, except that a graceful stop on SIGTERM ends with exit status 0.
+
+    (uvicorn re-raises the signal once it has stopped, so the process would die of it.)
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {
+            sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def _loading_config() -> object | None:
