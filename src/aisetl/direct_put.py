@@ -173,9 +173,13 @@ class Delivery:
             )
         try:
             self.url = compose_direct_put_url(hop, settings.target_url, path, etl_args)
+            parts = urlsplit(self.url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("expected http://host:port or https://host:port")
+            _ = parts.port  # raises for a port that is out of range or not a number
         except ValueError as exc:
             raise Failure(
-                400, f"Invalid pipeline header: hop {hop!r} is not a URL: {exc}"
+                400, f"Invalid pipeline header: hop {hop!r} is not a usable URL: {exc}"
             ) from None
         self.shown = redact_url(self.url)
         self.headers = {HEADER_NODE_URL: rest} if rest else {}
