@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -16,8 +17,10 @@ from gunicorn.http.errors import (
 )
 from gunicorn.workers.gthread import ThreadWorker
 
+from aisetl import drain, pod
 from aisetl.http11 import serialize
 from aisetl.reply import malformed_request_reply
+from aisetl.watch import in_flight
 from aisetl.workers import tune_interpreter
 
 #: What the client sent wrong (chunk errors are IOErrors before gunicorn 23).
@@ -50,6 +53,17 @@ class ETLThreadWorker(ThreadWorker):  # type: ignore[misc]
     the error rises out of the application's read, and gunicorn then closes the connection,
     which a reply from the application could not make it do. Other errors are gunicorn's.
     """
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        """SIGTERM: drain (/health answers 503) until the objects in flight are done."""
+        if drain.reason() is not None:
+            return
+        drain.begin(signal.Signals(sig).name)
+        stop = super().handle_exit
+        grace = float(self.cfg.graceful_timeout)
+        threading.Thread(
+            target=drain.then(lambda: stop(sig, frame), in_flight, grace), daemon=True
+        ).start()
 
     def handle_request(self, req: Any, conn: Any) -> Any:
         _request.headers = req.headers
@@ -94,4 +108,5 @@ class _EmbeddedApplication(BaseApplication):  # type: ignore[misc]
 def run_gunicorn(app: Callable[..., Iterable[bytes]], options: dict[str, Any]) -> None:
     """Serve ``app`` with gunicorn until it is stopped by a signal."""
     tune_interpreter()
-    _EmbeddedApplication(app, options).run()
+    with pod.forking(int(options.get("workers", 1))):
+        _EmbeddedApplication(app, options).run()
