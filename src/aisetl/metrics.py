@@ -299,7 +299,7 @@ def observer(settings: Settings) -> Observer:
     if _observer is None:
         with _lock:
             if _observer is None:
-                disable_created_metrics()
+                disable_created_metrics()  # type: ignore[no-untyped-call]
                 _observer = PrometheusObserver()
     return _observer
 
