@@ -120,7 +120,8 @@ class PrometheusObserver(Observer):
         r = registry
         self.objects = Counter(
             "aisetl_objects",
-            "Objects handled, by communication type, outcome and HTTP status.",
+            "Objects handled, by communication type, outcome and HTTP status (counted once "
+            "the answer is out).",
             ["comm", "outcome", "status"],
             registry=r,
         )
@@ -242,7 +243,6 @@ class PrometheusObserver(Observer):
         bytes_in: int,
         bytes_out: int,
     ) -> None:
-        self.in_flight.dec()
         self._child(self.objects, comm, outcome, str(status) if status else "none").inc()
         self._child(self.request_seconds, comm).observe(seconds)
         if transform_seconds is not None:
@@ -251,6 +251,7 @@ class PrometheusObserver(Observer):
             self._child(self.bytes_in, comm).inc(bytes_in)
         if bytes_out:
             self._child(self.bytes_out, comm).inc(bytes_out)
+        self.in_flight.dec()  # last: no objects in flight means every one is counted
 
     def refused(self, comm: str, status: int) -> None:
         self._child(self.objects, comm, FAILED, str(status)).inc()

@@ -259,9 +259,11 @@ class Watch:
 
     def inline(self, func: Callable[..., bytes | None], data: bytes, request: Any) -> bytes | None:
         """A quick transform run on the event loop (``None``: it must run on the pool)."""
+        self.bytes_in += len(data)  # counted when the transform fails, too
         result = self._timed(func, data, request)
-        if result is not None:
-            self.bytes_in += len(data)
+        if result is None:  # it runs again on the pool, where it is counted
+            self.bytes_in -= len(data)
+        else:
             self.bytes_out += len(result)
         return result
 
@@ -389,7 +391,11 @@ class Watch:
         )
         if outcome in (metrics.OK, metrics.DELIVERED):
             if self._watcher.settings.access_log:
-                self._log(logging.INFO, f"{status} in {seconds:.6f} s", status, seconds, "")
+                what = (
+                    f"{status} in {seconds:.6f} s, {self.bytes_in} bytes in, "
+                    f"{self.bytes_out} bytes out"
+                )
+                self._log(logging.INFO, what, status, seconds, "")
             return
         if not self._logs_failures and outcome != metrics.GONE:
             return
