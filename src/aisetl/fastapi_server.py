@@ -181,7 +181,11 @@ class ProtocolHandler:
         request = admitted.request
         body: bytes | io.BufferedReader | None = None
         listener: asyncio.Future[Any] | None = None
-        with flow.watch(request, gone=lambda: listener is not None and listener.done()) as watch:
+
+        def gone() -> bool:  # the disconnect listener returned (it is cancelled once replying)
+            return listener is not None and listener.done() and not listener.cancelled()
+
+        with flow.watch(request, gone=gone) as watch:
             try:
                 limit = self._etl.settings.max_body_size
                 if admitted.body is Body.STREAM:
@@ -204,7 +208,11 @@ class ProtocolHandler:
             finally:
                 if listener is not None:
                     listener.cancel()
-            await send_reply(send, watch.reply(reply), runtime.threads)
+            try:
+                await send_reply(send, watch.reply(reply), runtime.threads)
+            except ClientGone as exc:  # noticed by a streamed reply's transform
+                flow.client_gone(exc)
+                watch.gone()
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = await receive()

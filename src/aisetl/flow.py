@@ -331,11 +331,12 @@ class Flow:
         self, request: ObjectRequest, source: Source, hop: str, rest: str, watch: Watch
     ) -> Reply:
         bound = watch.bounds.bound if watch.bounds.active else None
+        steps = not self._server.stream_is_async  # an async one is bounded on its loop
 
         def chunks() -> Iterator[bytes]:
             # Open the source now (so a missing file is a 404), then stream the transform.
             reader = watch.reading(source.open())
-            return watch.stream(self.invoker.stream(reader, request, bound))
+            return watch.stream(self.invoker.stream(reader, request, bound), steps)
 
         if hop:
             return self._direct_put.deliver(
@@ -348,7 +349,9 @@ class Flow:
                 relay_stream=True,
                 deadline=watch.deadline,
             )
-        output = watch.stream(self.invoker.stream(watch.reading(source.open()), request, bound))
+        output = watch.stream(
+            self.invoker.stream(watch.reading(source.open()), request, bound), steps
+        )
         first = next(output, b"")
         if not first:
             return self._content(b"")

@@ -21,6 +21,7 @@ import logging
 import os
 import threading
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
@@ -288,11 +289,18 @@ class Watch:
         self.bytes_out += len(result)
         return result
 
-    def stream(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
-        """A streaming transform's output: each step within the bounds, counted."""
+    def stream(self, chunks: Iterator[bytes], bound_steps: bool = True) -> Iterator[bytes]:
+        """A streaming transform's output, counted; each step within the bounds.
+
+        ``bound_steps=False``: the steps bound themselves (an ``async`` transform, cancelled
+        on its loop).
+        """
         try:
             while True:
-                chunk = self._call("streaming the transform's output", next, chunks, None)
+                if bound_steps:
+                    chunk = self._call("streaming the transform's output", next, chunks, None)
+                else:
+                    chunk = self._timed(next, chunks, None)
                 if chunk is None:
                     return
                 self.bytes_out += len(chunk)
@@ -389,7 +397,7 @@ class Watch:
             self.bytes_in,
             self.bytes_out,
         )
-        if outcome in (metrics.OK, metrics.DELIVERED):
+        if outcome in (metrics.OK, metrics.DELIVERED) and failure is None:
             if self._watcher.settings.access_log:
                 what = (
                     f"{status} in {seconds:.6f} s, {self.bytes_in} bytes in, "
@@ -397,9 +405,10 @@ class Watch:
                 )
                 self._log(logging.INFO, what, status, seconds, "")
             return
-        if not self._logs_failures and outcome != metrics.GONE:
-            return
-        self._log_failure(outcome, status, seconds, failure)
+        if self._logs_failures or outcome == metrics.GONE:
+            self._log_failure(outcome, status, seconds, failure)
+        if failure is not None:  # its traceback's frames may hold the object's bytes
+            _release_frames(failure)
 
     def _log_failure(
         self, outcome: str, status: int, seconds: float, failure: Failure | None
@@ -450,6 +459,17 @@ class Watch:
                 "error": error or None,
             },
         )
+
+
+def _release_frames(failure: BaseException) -> None:
+    """Drop the locals of the frames a failure's tracebacks hold (logged already)."""
+    seen: BaseException | None = failure
+    for _ in range(8):  # the failure, its cause, and theirs
+        if seen is None:
+            return
+        if seen.__traceback__ is not None:
+            traceback.clear_frames(seen.__traceback__)
+        seen = seen.__cause__ or seen.__context__
 
 
 class _Counted(io.RawIOBase):
