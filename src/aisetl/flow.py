@@ -126,6 +126,8 @@ class Flow:
             source = self._source(request, body)
             if self.streaming:
                 return self._handle_stream(request, source, hop, rest, w)
+            if isinstance(source, FileSource) and not self._settings.direct_fqn:
+                w.reserve_file(source.path)  # waits, unread, while memory is short
             data = self._load(source)
             w.check("reading the object")
             result = w.transform(self.invoker, data, request)
@@ -215,6 +217,8 @@ class Flow:
                     return None
                 data = await self._fetch(io, source)
             elif isinstance(source, FileSource):
+                if not self._settings.direct_fqn:
+                    await w.reserve_file_async(source.path)
                 small = source.is_small()
                 data = self._load(source) if small else await io.run(self._load, source)
             else:

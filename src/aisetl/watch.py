@@ -140,6 +140,8 @@ class Watch:
         self._gone = False
         self._overran = False
         self._abandoned = False
+        self._running = 0  # guarded transform calls still running (an abandoned one, at the end)
+        self._lock = threading.Lock()
         self._done = False
         self._counted = counted
         if counted:
@@ -189,6 +191,28 @@ class Watch:
             raise self._no_room()
         self._reserved += size
 
+    def reserve_file(self, path: str) -> None:
+        """Before reading a local file (FQN) into memory: :meth:`reserve` for its size."""
+        try:
+            size = os.stat(path).st_size
+        except (OSError, ValueError):
+            return  # reading it fails at once, with the right answer
+        self.reserve(size)
+
+    async def reserve_file_async(self, path: str) -> None:
+        """:meth:`reserve_file` on an event loop."""
+        try:
+            size = os.stat(path).st_size
+        except (OSError, ValueError):
+            return
+        await self.reserve_async(size)
+
+    def _release_memory(self) -> None:
+        with self._lock:
+            reserved, self._reserved = self._reserved, 0
+        if reserved:
+            self._watcher.memory.release(reserved)
+
     def holds(self, size: int) -> None:
         """The object now holds exactly ``size`` bytes (its body and its result)."""
         delta = size - self._reserved
@@ -215,10 +239,17 @@ class Watch:
 
         def run(*args: Any) -> T:
             started = time.perf_counter()
+            with self._lock:
+                self._running += 1
             try:
                 return func(*args)
             finally:
                 elapsed = time.perf_counter() - started
+                with self._lock:
+                    self._running -= 1
+                    release = self._done and self._running == 0
+                if release:  # the object ended while it ran: what it held is free only now
+                    self._release_memory()
                 if self._abandoned:
                     self._watcher.logger.info(
                         "an abandoned transform of %r (%s) finished after %.3f s; its result "
@@ -375,10 +406,11 @@ class Watch:
         """The object is over: release its memory, count it, log it (once; later calls: no-op)."""
         if self._done:
             return
-        self._done = True
-        if self._reserved:
-            self._watcher.memory.release(self._reserved)
-            self._reserved = 0
+        with self._lock:
+            self._done = True
+            running = self._running
+        if not running:  # else the abandoned transform still holds the object's bytes
+            self._release_memory()
         if not self._counted:
             return
         _opened(-1)
