@@ -17,9 +17,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import struct
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -49,6 +51,7 @@ DURATION_BUCKETS = (
     1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, float("inf"),
 )  # fmt: skip
 _SUPERVISOR_FILE = "supervisor.pid"
+_READ_ATTEMPTS = 5
 _WORKER_PREFIX = "worker_"
 
 # Outcomes of an object (the ``outcome`` label of ``aisetl_objects_total``).
@@ -315,12 +318,21 @@ def metrics_reply(settings: Settings) -> Reply:
         return Reply(404, {"Content-Type": TEXT_PLAIN}, text.encode())
     observer(settings)  # our metrics exist (at zero) before the first object
     path = os.environ.get(MULTIPROC_ENV)
-    registry: CollectorRegistry = REGISTRY
-    if path and os.path.isdir(path):
-        registry = CollectorRegistry()
-        _multiprocess.MultiProcessCollector(registry, path)  # type: ignore[no-untyped-call]
-        registry.register(PodProcesses(path))
-    return Reply(200, {"Content-Type": CONTENT_TYPE}, generate_latest(registry))
+    if not path or not os.path.isdir(path):
+        return Reply(200, {"Content-Type": CONTENT_TYPE}, generate_latest(REGISTRY))
+    registry = CollectorRegistry()
+    _multiprocess.MultiProcessCollector(registry, path)  # type: ignore[no-untyped-call]
+    registry.register(PodProcesses(path))
+    for attempt in range(_READ_ATTEMPTS):
+        try:
+            return Reply(200, {"Content-Type": CONTENT_TYPE}, generate_latest(registry))
+        except (struct.error, ValueError):
+            # A worker starting right now has created its file and not yet written its
+            # header: read again in a moment.
+            if attempt + 1 == _READ_ATTEMPTS:
+                raise
+            time.sleep(0.01)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 # --- several worker processes ------------------------------------------------------------------
@@ -337,12 +349,15 @@ def shared_folder() -> Iterator[str]:
     if not given:
         os.environ[MULTIPROC_ENV] = path
     _use_files()
+    owner = os.getpid()
     with open(os.path.join(path, _SUPERVISOR_FILE), "w") as file:
-        file.write(str(os.getpid()))
+        file.write(str(owner))
     try:
         yield path
     finally:
-        if not given:
+        # A worker forked inside this block may leave it too (gunicorn's exit by SystemExit):
+        # only the process that made the folder removes it.
+        if not given and os.getpid() == owner:
             os.environ.pop(MULTIPROC_ENV, None)
             shutil.rmtree(path, ignore_errors=True)
 
