@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aisetl import comm as comms
+from aisetl.cli import server_metrics
 from aisetl.cli.errors import CommandError
 from aisetl.cli.options import add_env, add_server, add_spec, parse_env
 
@@ -85,6 +86,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--echo", action="store_true", help="answers must equal the objects")
     add_env(parser)
     parser.add_argument("--csv", metavar="FILE", help="also write the results as CSV")
+    parser.add_argument(
+        "--metrics", action="store_true", help="show the server's own metrics at the end"
+    )
     add_spec(parser, choose=False)
     parser.set_defaults(handler=run)
 
@@ -225,6 +229,8 @@ def run(args: argparse.Namespace) -> int:
                 results.append(result)
                 print(line(result), flush=True)
             generator.drop(size)
+        if args.metrics:
+            print(server_metrics.summary(etl.name, etl.url()), flush=True)
     if args.csv:
         write_csv(Path(args.csv), results)
     return 0 if all(r.ok for r in results) else 1

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aisetl import comm as comms
+from aisetl.cli import server_metrics
 from aisetl.cli.errors import CommandError
 from aisetl.cli.options import add_env, add_server, add_spec, parse_env
 from aisetl.loader import LoadError, framework_class
@@ -69,6 +70,7 @@ class RunPlan:
     obj_timeout: float
     env: dict[str, str] = field(default_factory=dict)
     quiet: bool = False
+    metrics: bool = False
 
 
 def register(subparsers: Any) -> None:
@@ -139,7 +141,15 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--init-timeout", type=float, metavar="S", help="seconds to wait for /health"
     )
-    parser.add_argument("--obj-timeout", type=float, metavar="S", help="seconds per object attempt")
+    parser.add_argument(
+        "--obj-timeout",
+        type=float,
+        metavar="S",
+        help="seconds per object attempt (the target's, and the server's AISETL_OBJ_TIMEOUT)",
+    )
+    parser.add_argument(
+        "--metrics", action="store_true", help="show the server's own metrics at the end"
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress, only the summary")
     parser.set_defaults(handler=run)
 
@@ -200,6 +210,8 @@ def plan(args: argparse.Namespace) -> RunPlan:
             raise CommandError(f"{flag} must be a positive number of seconds")
     ext = _ext_map(args.ext)
     env = parse_env(args.env)
+    if args.obj_timeout:  # the server gives up when the target does (unless --env says)
+        env.setdefault("AISETL_OBJ_TIMEOUT", f"{args.obj_timeout:g}")
     src, dst, total = check_folders(args.src, args.dst, args.prefix)
     if args.port is not None:
         try:
@@ -246,6 +258,7 @@ def plan(args: argparse.Namespace) -> RunPlan:
         obj_timeout=args.obj_timeout or (spec.obj_timeout if spec else DEFAULT_OBJ_TIMEOUT),
         env=env,
         quiet=args.quiet,
+        metrics=args.metrics,
     )
 
 
@@ -438,8 +451,13 @@ def execute(plan: RunPlan) -> int:
             raise
         if display:
             display.stop()
+        served = (
+            [server_metrics.summary(etl.name, etl.url()) for etl in etls] if plan.metrics else []
+        )
     check_results(plan, report, src_bucket)
     print(summary(plan, report, src_bucket))
+    for text in served:
+        print(text)
     if plan.report:
         write_json(plan.report, report_dict(plan, report, src_bucket))
     return 0 if report.ok else 1
