@@ -1,0 +1,1 @@
+"""Opt-in checks against real third-party software (not part of ``make test``)."""
