@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import threading
 from datetime import datetime, timezone
@@ -19,7 +20,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from aisetl.config import LOG_JSON, Settings
-from aisetl.outbound import redact_url
 from aisetl.protocol import ETL_OBJECT_PATH
 
 TEXT_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
@@ -45,6 +45,10 @@ def target_secret(target_url: str) -> str | None:
     return secret if len(secret) >= _MIN_SECRET else None
 
 
+#: An ETL secret in a URL inside free text (it ends where the URL ends).
+_SECRET_IN_TEXT = re.compile(r"(/v1/etl/_object/[^/?#\s\"'<>]+/)[^/?#\s\"'<>&]+")
+
+
 class Redactor:
     """Hides ETL secrets: in any ``/v1/etl/_object/<name>/<secret>`` URL, and this pod's own."""
 
@@ -52,7 +56,7 @@ class Redactor:
         self._secret = secret
 
     def __call__(self, text: str) -> str:
-        text = redact_url(text)
+        text = _SECRET_IN_TEXT.sub(r"\1***", text)
         if self._secret and self._secret in text:
             text = text.replace(self._secret, "***")
         return text
@@ -83,20 +87,21 @@ class JsonFormatter(logging.Formatter):
             ),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": self._redact(record.getMessage()),
             "pid": record.process,
         }
         for name in OBJECT_FIELDS:
             value = getattr(record, name, None)
             if value is not None:
-                entry[name] = value
+                entry[name] = self._redact(value) if isinstance(value, str) else value
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = self._redact(self.formatException(record.exc_info))
         elif record.exc_text:
-            entry["exception"] = record.exc_text
+            entry["exception"] = self._redact(record.exc_text)
         if record.stack_info:
-            entry["stack"] = self.formatStack(record.stack_info)
-        return self._redact(json.dumps(entry, ensure_ascii=False, default=str))
+            entry["stack"] = self._redact(self.formatStack(record.stack_info))
+        # values are redacted one by one: a pattern run over the JSON text could cut it
+        return json.dumps(entry, ensure_ascii=False, default=str)
 
 
 class _RedactRecords(logging.Filter):
