@@ -54,7 +54,8 @@ class InflightBytes:
         self._observer = observer
         self._lock = threading.Lock()
         self._waiters: collections.deque[_Waiter] = collections.deque()
-        observer.memory(0, self.limit)
+        observer.memory_limit(self.limit)
+        observer.memory(0)
 
     def _fits(self, size: int) -> bool:
         return self.limit == 0 or self.reserved == 0 or self.reserved + size <= self.limit
@@ -75,7 +76,7 @@ class InflightBytes:
             waiter.wake()
 
     def _report(self) -> None:
-        self._observer.memory(self.reserved, self.limit)
+        self._observer.memory(self.reserved)
 
     def acquire(self, size: int, timeout: float | None) -> bool:
         """Reserve ``size`` bytes, waiting at most ``timeout`` seconds (None: as long as needed)."""

@@ -107,8 +107,11 @@ class Observer:
     def overrun(self) -> None:
         """A synchronous transform kept running after its object was given up."""
 
-    def memory(self, reserved: int, limit: int) -> None:
-        """Bytes reserved for buffered objects now, and the bound (0: none)."""
+    def memory_limit(self, limit: int) -> None:
+        """The bound on bytes reserved for buffered objects (0: none)."""
+
+    def memory(self, reserved: int) -> None:
+        """Bytes reserved for buffered objects now."""
 
     def memory_waiting(self, delta: int, seconds: float = 0.0) -> None:
         """A body started (+1) or stopped (-1, after ``seconds``) waiting for memory."""
@@ -274,9 +277,11 @@ class PrometheusObserver(Observer):
     def overrun(self) -> None:
         self.overruns.inc()
 
-    def memory(self, reserved: int, limit: int) -> None:
-        self.inflight_bytes.set(reserved)
+    def memory_limit(self, limit: int) -> None:
         self.inflight_limit.set(limit)
+
+    def memory(self, reserved: int) -> None:
+        self.inflight_bytes.set(reserved)
 
     def memory_waiting(self, delta: int, seconds: float = 0.0) -> None:
         self.waiting.inc(delta)
