@@ -36,7 +36,6 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as _multiprocess
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.metrics_core import Metric
 
 from aisetl.config import Settings
@@ -44,7 +43,8 @@ from aisetl.reply import TEXT_PLAIN, Reply
 
 #: The variable prometheus_client reads to count across processes.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+#: Prometheus's text format (what every Prometheus release reads).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: Seconds: from a quick transform of a small object to a large object's slow one.
 DURATION_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
