@@ -87,6 +87,17 @@ def cell_on(cluster: Cluster, etl: ETL, cell: Cell, scrape: bool) -> tuple[CellR
     return result, scraper
 
 
+def scrape_cpu(etl: ETL, scrapes: int = 50) -> tuple[float, int]:
+    """Server CPU seconds per scrape on the idle server, and the answer's size."""
+    memory = ProcessMemory(etl.processes[0].pid)
+    before = memory.cpu_seconds()
+    size = 0
+    for _ in range(scrapes):
+        with urllib.request.urlopen(etl.url() + "/metrics", timeout=10) as response:
+            size = len(response.read())
+    return (memory.cpu_seconds() - before) / scrapes, size
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--server", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS))
@@ -134,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
                         + ("" if result.ok else f"  FAILED: {result.first_error}"),
                         flush=True,
                     )
+            cpu, size = scrape_cpu(counted)
+            print(
+                f"{framework:8} one scrape of the idle server: {cpu * 1000:.1f} ms of server CPU "
+                f"({size} B): at one a second, {cpu * 100:.2f} % of a core",
+                flush=True,
+            )
             cluster.stop(counted)
             cluster.stop(dark)
     return 0 if ok else 1
