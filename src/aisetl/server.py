@@ -8,8 +8,8 @@ import logging
 import resource
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterator
-from typing import Any, BinaryIO, ClassVar
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, BinaryIO, ClassVar, Generic, TypeVar, overload
 
 from aisetl.config import Settings
 from aisetl.protocol import sanitize_fqn
@@ -40,6 +40,48 @@ def _raise_nofile_limit() -> None:
 
 
 _LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
+
+V = TypeVar("V")
+
+
+class _Setting(Generic[V]):
+    """An attribute of the server that reads and sets one field of its :class:`Settings`.
+
+    Setting it replaces ``server.settings`` (so the flow, built when serving starts, uses the
+    value); once serving started it raises, since the value could no longer take effect.
+    """
+
+    def __init__(self, field: str, convert: Callable[[Any], V]) -> None:
+        self._field = field
+        self._convert = convert
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, server: None, owner: type) -> _Setting[V]: ...
+    @overload
+    def __get__(self, server: ETLServer, owner: type) -> V: ...
+    def __get__(self, server: ETLServer | None, owner: type) -> V | _Setting[V]:
+        if server is None:
+            return self
+        value: V = getattr(server.settings, self._field)
+        return value
+
+    def __set__(self, server: ETLServer, value: V) -> None:
+        if getattr(server, "_settings_frozen", False):
+            raise AttributeError(
+                f"{self._name} can only be changed before the server serves its first object "
+                "(set it in __init__, after super().__init__())"
+            )
+        changed: dict[str, Any] = {self._field: self._convert(value)}
+        server.settings = dataclasses.replace(server.settings, **changed)
+
+
+def _retries(value: Any) -> int:
+    if int(value) < 0:
+        raise ValueError(f"direct_put_retries must not be negative, not {value}")
+    return int(value)
 
 
 class ETLServer(ABC):
@@ -76,64 +118,16 @@ class ETLServer(ABC):
 
     # --- settings a subclass may change in __init__ (the reference's attribute names) ----------
 
-    def _setting(self, field: str) -> Any:
-        return getattr(self.settings, field)
-
-    def _set(self, field: str, attribute: str, value: Any) -> None:
-        if getattr(self, "_settings_frozen", False):
-            raise AttributeError(
-                f"{attribute} can only be changed before the server serves its first object "
-                "(set it in __init__, after super().__init__())"
-            )
-        self.settings = dataclasses.replace(self.settings, **{field: value})
-
-    @property
-    def host_target(self) -> str:
-        """``AIS_TARGET_URL``: the target's ETL object endpoint (a credential: never log it)."""
-        return str(self._setting("target_url"))
-
-    @host_target.setter
-    def host_target(self, value: str) -> None:
-        self._set("target_url", "host_target", value.rstrip("/"))
-
-    @property
-    def direct_put(self) -> bool:
-        """``direct_put`` / ``DIRECT_PUT`` (informational: the pipeline header decides)."""
-        return bool(self._setting("direct_put"))
-
-    @direct_put.setter
-    def direct_put(self, value: bool) -> None:
-        self._set("direct_put", "direct_put", bool(value))
-
-    @property
-    def direct_fqn(self) -> bool:
-        """``ETL_DIRECT_FQN``: buffered transforms get a local file's path instead of bytes."""
-        return bool(self._setting("direct_fqn"))
-
-    @direct_fqn.setter
-    def direct_fqn(self, value: bool) -> None:
-        self._set("direct_fqn", "direct_fqn", bool(value))
-
-    @property
-    def direct_put_retries(self) -> int:
-        """``AIS_DIRECT_PUT_RETRIES``: extra attempts of a direct put after a transient failure."""
-        return int(self._setting("direct_put_retries"))
-
-    @direct_put_retries.setter
-    def direct_put_retries(self, value: int) -> None:
-        if value < 0:
-            raise ValueError(f"direct_put_retries must not be negative, not {value}")
-        self._set("direct_put_retries", "direct_put_retries", int(value))
-
-    @property
-    def token(self) -> str | None:
-        """``AIS_AUTHN_TOKEN``: sent as a bearer token on every outbound request."""
-        value = self._setting("authn_token")
-        return None if value is None else str(value)
-
-    @token.setter
-    def token(self, value: str | None) -> None:
-        self._set("authn_token", "token", value or None)
+    host_target = _Setting[str]("target_url", lambda value: str(value).rstrip("/"))
+    """``AIS_TARGET_URL``: the target's ETL object endpoint (a credential: never log it)."""
+    direct_put = _Setting[bool]("direct_put", bool)
+    """``direct_put`` / ``DIRECT_PUT`` (informational: the pipeline header decides)."""
+    direct_fqn = _Setting[bool]("direct_fqn", bool)
+    """``ETL_DIRECT_FQN``: buffered transforms get a local file's path instead of bytes."""
+    direct_put_retries = _Setting[int]("direct_put_retries", _retries)
+    """``AIS_DIRECT_PUT_RETRIES``: extra attempts of a direct put after a transient failure."""
+    token = _Setting["str | None"]("authn_token", lambda value: value or None)
+    """``AIS_AUTHN_TOKEN``: sent as a bearer token on every outbound request."""
 
     def freeze_settings(self) -> None:
         """Called when serving starts: from then on the settings above are read-only."""
