@@ -134,12 +134,13 @@ class WSGIProtocolHandler:
         try:
             if admitted.body is not Body.NONE:
                 payload = self._body(environ, head, admitted.body is Body.STREAM)
+            reply = flow.handle(request, payload)
         except Failure as failure:
-            return _respond(start_response, flow.failure_reply(request.path, failure))
-        except ClientGone as exc:
+            reply = flow.failure_reply(request.path, failure)
+        except ClientGone as exc:  # nothing to answer: gunicorn closes the connection
             flow.client_gone(exc)
             raise ConnectionGone(str(exc)) from None
-        return _respond(start_response, flow.handle(request, payload))
+        return _respond(start_response, reply)
 
     def _body(self, environ: Environ, head: RequestHead, as_stream: bool) -> bytes | BinaryIO:
         limit = self._etl.settings.max_body_size
