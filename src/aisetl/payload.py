@@ -91,7 +91,13 @@ def encode_class(cls: type, by_value: Sequence[ModuleType | str] | None = None) 
     if by_value is None:
         own = sys.modules.get(cls.__module__)
         by_value = [own] if own is not None and cls.__module__ != "__main__" else []
-    modules = [sys.modules[m] if isinstance(m, str) else m for m in by_value]
+    modules: list[ModuleType] = []
+    for item in by_value:
+        if isinstance(item, str):
+            if item not in sys.modules:
+                raise PayloadError(f"module {item!r} is not imported: import it first")
+            item = sys.modules[item]
+        modules.append(item)
     for module in modules:
         if module.__name__ == "aisetl" or module.__name__.startswith("aisetl."):
             raise PayloadError(

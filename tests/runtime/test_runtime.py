@@ -21,6 +21,7 @@ from aisetl import ETLServer, TransformError
 from aisetl.fastapi_server import FastAPIServer
 from aisetl.flask_server import FlaskServer
 from aisetl.http_multi_threaded_server import HTTPMultiThreadedServer
+from aisetl.loader import load_server_class
 from aisetl.payload import encode_class
 from aisetl.target import EmulatedTarget
 from aisetl.testing import LocalETL, TransformFailed
@@ -331,3 +332,23 @@ def test_a_port_in_use_is_one_line(tmp_path: Path) -> None:
     assert done.returncode == 1
     line = last_line(done.stderr)
     assert line.startswith("aisetl runtime: error: cannot listen on 127.0.0.1:"), done.stderr
+
+
+def test_a_second_module_travels_only_when_asked(target: EmulatedTarget, tmp_path: Path) -> None:
+    code = tmp_path / "code"
+    code.mkdir()
+    util, server = f"rt_util_{os.getpid()}", f"rt_server_{os.getpid()}"
+    (code / f"{util}.py").write_text("def twice(data):\n    return data + data\n")
+    (code / f"{server}.py").write_text(
+        f"from aisetl import FlaskServer\nfrom {util} import twice\n\n"
+        "class Twice(FlaskServer):\n"
+        "    def transform(self, data, path, etl_args):\n"
+        "        return twice(data)\n"
+    )
+    cls = load_server_class(f"{code}/{server}.py:Twice")
+    done = run_failing({"ETL_CLASS_PAYLOAD": encode_class(cls)}, tmp_path)
+    assert done.returncode == 1
+    assert f"needs module '{util}', which this image does not have" in last_line(done.stderr)
+    both = encode_class(cls, by_value=[server, util])
+    etl = launch(target, "rt-second-module", {"ETL_CLASS_PAYLOAD": both}, tmp_path)
+    assert etl.transform(b"ab") == b"abab"
