@@ -5,7 +5,7 @@ REF_VENV := .venv-ref
 BIN := $(VENV)/bin
 REF_AISTORE := aistore[etl]==2.0.0
 
-.PHONY: venv ref-venv test lint typecheck pytest demo bench clean
+.PHONY: venv ref-venv test lint typecheck pytest demo bench image-check clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,8 @@ venv: $(BIN)/.installed
 ref-venv: $(REF_VENV)/.installed
 
 lint: venv
-	$(BIN)/ruff check src tests examples benchmarks
-	$(BIN)/ruff format --check src tests examples benchmarks
+	$(BIN)/ruff check src tests examples benchmarks docker
+	$(BIN)/ruff format --check src tests examples benchmarks docker
 
 typecheck: venv
 	$(BIN)/mypy
@@ -43,6 +43,13 @@ demo: venv
 # `make bench` runs the quick preset; pass more with ARGS, e.g. make bench ARGS="--full --docs"
 bench: $(VENV)/.bench-installed ref-venv
 	AISETL_REFERENCE_PYTHON=$(abspath $(REF_VENV))/bin/python $(BIN)/python -m benchmarks.run $(ARGS)
+
+# Opt-in (not part of `make test`): build the runtime image, an example and an `aisetl new`
+# project with docker, and drive each container through the emulated target. Needs a
+# container engine and the network; ARGS="--debootstrap" builds a missing python:3.11-slim
+# base from Debian's packages, ARGS="--variants slim" skips the Alpine runtime image.
+image-check: venv
+	$(BIN)/python docker/image_check.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(REF_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -6,11 +6,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from aisetl.cli import bench, get, new, run, serve, spec
+from aisetl.cli import bench, get, new, run, runtime, serve, spec
 from aisetl.cli.errors import CommandError
 
 #: Verb modules; each has ``register(subparsers)`` and sets ``handler`` on its parser.
-VERBS = [serve, run, get, bench, new, spec]
+VERBS = [serve, run, get, bench, new, spec, runtime]
 
 
 def build_parser() -> argparse.ArgumentParser:
