@@ -76,7 +76,7 @@ def test_the_written_spec_starts_in_the_runtime(
     ("extra", "problem"),
     [
         (["--runtime", "reg/rt:3.0"], "runs Python 3.0 (its tag)"),
-        (["--runtime", "reg/rt:{python}", "--comm", "ws"], "cannot serve ws (it serves hpush, hpull)"),
+        (["--runtime", "reg/rt:{python}", "--comm", "ws"], "cannot serve ws (it serves"),
         (["--runtime", "reg/rt:{python}", "--name", "Bad_Name"], "name: 'Bad_Name' may contain"),
         (["--image", "reg/own:1", "--package", "x"], "--package goes with --runtime"),
     ],
