@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +17,14 @@ communication type (a client's GET with etl_name, as `ais etl object` does) and 
 goes to OUT (default: standard output). An etl_spec.yaml beside the server's file supplies
 the communication type, timeouts and environment (flags override it).
 
+A binary result is not written to a terminal: pass -o OUT (or -o - to force it).
+
 exit codes:
   0  the result was written
-  1  the server answered an error (its message is shown)
-  2  bad input: SERVER does not import or has no server class, FILE is missing, the
-     server never became healthy, an invalid etl_spec.yaml field
+  1  the server answered an error or timed out (the message says which); nothing is written
+  2  bad input: SERVER does not import or has no server class, FILE is missing or a
+     folder, the server never became healthy, an invalid etl_spec.yaml field, a binary
+     result for a terminal
 """
 
 _BUCKET = "local"
@@ -60,25 +61,30 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=run)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    folder = path.resolve().parent
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".~aisetl-", suffix=".tmp")
+def is_binary(data: bytes) -> bool:
+    """Whether ``data`` would garble a terminal: a NUL byte, or not UTF-8 text."""
+    if b"\x00" in data:
+        return True
     try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
 
 
 def run(args: argparse.Namespace) -> int:
     """Transform one file and write the result."""
+    from aisetl.cli.failures import Limit, explain_timeout
+    from aisetl.cli.files import write_atomic
     from aisetl.cli.run import check_ws
     from aisetl.cli.stages import StageError, launch, load_stage, name_stages
     from aisetl.target import Cluster
 
     source = Path(args.file)
+    if source.is_dir():
+        raise CommandError(
+            f"{args.file} is a folder; use aisetl run {args.server} --src {args.file} --dst OUT"
+        )
     if not source.is_file():
         raise CommandError(f"{args.file}: no such file")
     if args.timeout is not None and args.timeout <= 0:
@@ -104,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
     comm = args.comm or (spec.comm if spec else "hpush")
     check_ws(comm, stage)
     timeout = args.timeout or (spec.obj_timeout if spec else DEFAULT_OBJ_TIMEOUT)
+    limit = Limit("--timeout", timeout, given=args.timeout is not None, from_spec=spec is not None)
     with Cluster(obj_timeout=timeout, ws_timeout=timeout, record=0) as cluster:
         target = cluster.targets[0]
         target.attach_bucket(_BUCKET, source.resolve().parent)
@@ -123,16 +130,22 @@ def run(args: argparse.Namespace) -> int:
         )
         logs = etl.logs()
     if result.error is not None:
-        print(f"aisetl get: {args.file}: {result.error.msg}", file=sys.stderr)
+        message = explain_timeout(result.error.msg, limit)
+        print(f"aisetl get: {args.file}: {message}", file=sys.stderr)
         if result.status >= 500 and logs:
             tail = "\n".join(logs.strip().splitlines()[-10:])
             print(f"--- server log (tail) ---\n{tail}", file=sys.stderr)
         return 1
     data = result.content or b""
     if out is None:
+        if args.output != "-" and sys.stdout.isatty() and is_binary(data):
+            raise CommandError(
+                f"the result is binary ({len(data)} bytes) and standard output is a terminal: "
+                "pass -o FILE, redirect it (> FILE), or -o - to print it anyway"
+            )
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
     else:
-        _write_atomic(out, data)
+        write_atomic(out, data)
         print(f"wrote {out} ({len(data)} bytes)", file=sys.stderr)
     return 0
