@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -39,3 +40,14 @@ class Sleeper(ETLServer):
         time.sleep(float(etl_args or "0.2"))
         assert isinstance(data, bytes)
         return data.upper()
+
+
+class Show(ETLServer):
+    """Answers with what the transform was given, as JSON (for the README's table)."""
+
+    def transform(self, data: bytes | str, path: str, etl_args: str) -> bytes:
+        kind = "bytes" if isinstance(data, bytes) else "str"
+        value = data.decode() if isinstance(data, bytes) else data
+        return json.dumps(
+            {"data": kind, "value": value, "path": path, "etl_args": etl_args}
+        ).encode()
