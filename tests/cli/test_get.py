@@ -156,3 +156,16 @@ def test_version() -> None:
     done = _aisetl("--version")
     assert done.returncode == 0
     assert done.stdout.decode().strip() == f"aisetl {aisetl.__version__}"
+
+
+@pytest.mark.parametrize("framework", ["http", "flask", "fastapi"])
+def test_a_server_that_dies_is_named(tmp_path: Path, framework: str) -> None:
+    die = tmp_path / "die.txt"
+    die.write_bytes(b"die")
+    out = tmp_path / "r"
+    fragile = str(Path(__file__).parent / "servers.py") + ":Fragile"
+    done = _aisetl("get", fragile, str(die), "--server", framework, "-o", str(out))
+    assert done.returncode == 1
+    assert f"server {fragile}".encode() in done.stderr
+    assert b"exited with code 3" in done.stderr and b"--- server log (tail) ---" in done.stderr
+    assert not out.exists()

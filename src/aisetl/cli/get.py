@@ -78,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from aisetl.cli.files import write_atomic
     from aisetl.cli.run import check_ws
     from aisetl.cli.stages import StageError, launch, load_stage, name_stages
+    from aisetl.cli.watch import ServerWatch, settle
     from aisetl.target import Cluster
 
     source = Path(args.file)
@@ -125,14 +126,19 @@ def run(args: argparse.Namespace) -> int:
             )
         except StageError as exc:
             raise CommandError(str(exc)) from None
+        watch = ServerWatch([(stage.server, process) for process in etl.processes])
         result = target.transform(
             etl, _BUCKET, source.name, comm=comm, fqn=args.fqn, etl_args=args.args
         )
+        death = settle(watch) if result.error is not None and result.status == 0 else None
         logs = etl.logs()
     if result.error is not None:
         message = explain_timeout(result.error.msg, limit)
         print(f"aisetl get: {args.file}: {message}", file=sys.stderr)
-        if result.status >= 500 and logs:
+        if death is not None:
+            print(f"aisetl get: {death.message()}", file=sys.stderr)
+            print(f"--- server log (tail) ---\n{death.log}", file=sys.stderr)
+        elif result.status >= 500 and logs:
             tail = "\n".join(logs.strip().splitlines()[-10:])
             print(f"--- server log (tail) ---\n{tail}", file=sys.stderr)
         return 1

@@ -23,6 +23,8 @@ POLL = 0.1
 #: Seconds a cancelled job gets to close its connections.
 CANCEL_GRACE = 5.0
 MSG_INTERRUPTED = "interrupted (Ctrl-C)"
+#: Checks (POLL / 2 apart) for a server death after a job that ended with failures.
+SETTLE_CHECKS = 20
 
 
 @dataclass
@@ -89,6 +91,11 @@ class JobControl:
             if done:
                 outcome = Outcome(task.result(), interrupted=told > 0)
                 death = self.watch.check()
+                for _ in range(SETTLE_CHECKS if outcome.report.failed else 0):
+                    if death is not None:
+                        break
+                    await asyncio.sleep(POLL / 2)  # a dying server may take a moment to exit
+                    death = self.watch.check()
                 if death is not None:
                     self.on_death(death)
                     outcome.death = death

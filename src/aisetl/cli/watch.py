@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import time
 from dataclasses import dataclass
 
 from aisetl.target import ServerProcess
@@ -69,6 +70,17 @@ class Death:
                 "(objects in flight there were lost)"
             )
         return f"server {self.label} {self.what}"
+
+
+def settle(watch: ServerWatch, seconds: float = 1.0) -> Death | None:
+    """:meth:`ServerWatch.check` until a death shows or ``seconds`` pass (a dying process may
+    take a moment to exit, and its supervisor to log it)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        death = watch.check()
+        if death is not None or time.monotonic() >= deadline:
+            return death
+        time.sleep(0.05)
 
 
 class ServerWatch:
