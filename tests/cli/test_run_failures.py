@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -166,6 +167,16 @@ def test_a_server_that_dies_is_named_at_once(
     assert "exited with code 3" in data["server_died"]
 
 
+@pytest.mark.parametrize("framework", ["http", "fastapi"])
+def test_a_worker_that_dies_is_named(tmp_path: Path, framework: str) -> None:
+    src = make(tmp_path / "src", {"a.txt": b"die", **{f"o{i}.txt": b"fine" for i in range(8)}})
+    done = aisetl("run", FRAGILE, "--src", str(src), "--dst", str(tmp_path / "out"),
+                  "--server", framework, "--workers", "2", "--concurrency", "1", "-q",
+                  timeout=60)  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert re.search(r"its worker process \d+ exited with code 3", done.stderr), done.stderr
+
+
 def test_a_killed_server_names_the_signal(tmp_path: Path) -> None:
     src = make(tmp_path / "src", {"a.txt": b"kill it", "b.txt": b"fine"})
     done = aisetl("run", FRAGILE, "--src", str(src), "--dst", str(tmp_path / "out"),
@@ -242,3 +253,28 @@ def test_a_timeout_from_the_spec_says_where_to_raise_it(tmp_path: Path) -> None:
         "a.txt: timed out: exceeded obj_timeout 1 s of the server's etl_spec.yaml "
         "(raise it there or pass --obj-timeout)"
     ) in done.stdout
+
+
+def test_ctrl_c_while_the_servers_start_still_writes_the_report(tmp_path: Path) -> None:
+    src = make(tmp_path / "src", {"a.txt": b"a"})
+    report = tmp_path / "r.json"
+    sleepy = str(REPO / "tests" / "testing" / "servers.py") + ":Sleepy"
+    argv = [sys.executable, "-m", "aisetl", "run", sleepy, "--src", str(src), "--dst",
+            str(tmp_path / "out"), "--server", "http", "--report", str(report)]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        header = proc.stderr.readline()  # printed just before the servers start
+        assert header.startswith("aisetl run:"), header
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 130, err
+    assert "interrupted before the servers were ready" in err
+    data = json.loads(report.read_text())
+    assert data["aborted"] and data["interrupted"] and data["total"] == 1
+    assert data["abort_reason"] == "interrupted (Ctrl-C) before the servers were ready"

@@ -525,6 +525,8 @@ def execute(plan: RunPlan) -> int:
                 )
             except StageError as exc:
                 raise CommandError(str(exc)) from None
+            except KeyboardInterrupt:
+                return _interrupted_at_start(plan, src_bucket, dst_bucket)
             plan.dst.mkdir(parents=True, exist_ok=True)
             for target in cluster.targets:
                 attach_output(target, dst_bucket, plan.dst)
@@ -590,6 +592,19 @@ def execute(plan: RunPlan) -> int:
         )
         return 130
     return 0 if outcome.report.ok else 1
+
+
+def _interrupted_at_start(plan: RunPlan, src_bucket: str, dst_bucket: str) -> int:
+    """Ctrl-C while the servers start: nothing was sent; say so, in --report too."""
+    from aisetl.cli.job import MSG_INTERRUPTED, Outcome
+    from aisetl.target import JobReport
+
+    report = JobReport("", plan.stages[0].name, src_bucket, dst_bucket, total=plan.total)
+    report.aborted, report.abort_reason = True, f"{MSG_INTERRUPTED} before the servers were ready"
+    if plan.report:
+        write_json(plan.report, report_dict(plan, RunResult(Outcome(report, True), src_bucket)))
+    print("\ninterrupted before the servers were ready: nothing was sent", file=sys.stderr)
+    return 130
 
 
 MSG_MISSING = (
