@@ -25,7 +25,7 @@ class Fragile(ETLServer):
         if data.startswith(b"kill"):
             os.kill(os.getpid(), signal.SIGKILL)
         if data.startswith(b"slow"):
-            time.sleep(4)
+            time.sleep(2.5)
         if data.startswith(b"boom"):
             raise RuntimeError("exploded")
         if data.startswith(b"oops"):

@@ -67,8 +67,8 @@ def test_without_a_cluster_serve_brings_an_emulated_target(tmp_path: Path, frame
     env = {k: v for k, v in os.environ.items() if k not in ("AIS_TARGET_URL", "DIRECT_PUT")}
     argv = [sys.executable, "-m", "aisetl", "serve", UPPER, "--server", framework,
             "--port", str(port)]  # fmt: skip
-    proc = subprocess.Popen(argv, cwd=tmp_path, stderr=subprocess.PIPE, text=True,
-                            env={**env, **TEST_ENV})  # fmt: skip
+    env.update(TEST_ENV, AISETL_GRACE_PERIOD="2")
+    proc = subprocess.Popen(argv, cwd=tmp_path, stderr=subprocess.PIPE, text=True, env=env)
     try:
         assert proc.stderr is not None
         lines = []

@@ -59,6 +59,8 @@ _BUCKET_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 SUMMARY_ERRORS = 10
 #: Objects named per distinct error in the summary.
 OBJECTS_PER_GROUP = 5
+#: Seconds the servers get to stop after one of them died.
+STOP_GRACE = 1.0
 
 
 @dataclass
@@ -577,6 +579,10 @@ def execute(plan: RunPlan) -> int:
                 if display:
                     display.stop()
             logs = [process.log() for etl in etls for process in etl.processes]
+            if outcome.death is not None:  # the run is over: do not wait on the other servers
+                for etl in etls:
+                    for process in etl.processes:
+                        process.stop(grace=STOP_GRACE)
         finally:
             kept = keep_logs(plan, cluster, etls)
     result = RunResult(outcome, src_bucket, logs=kept)
