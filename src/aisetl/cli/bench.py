@@ -28,8 +28,15 @@ modes:
   direct  hpush whose result the server PUTs to a second target (direct put)
 
 Every answer is checked: with --echo it must equal the object; otherwise every answer for an
-object must equal the first one (a transform must be deterministic). Peak RSS is the sum of
-the server's processes' peaks during each cell (Linux).
+object must equal the first one (a transform must be deterministic).
+
+RSS is the server's resident memory (all its processes, Linux): "RSS A -> peak B (+C)" reads
+A when the cell started, B the highest during that cell alone (the high-water mark is reset
+for each cell) and C what the cell added. A process keeps memory it has freed, so a cell after
+one with larger objects starts higher; compare the +C, or run one size per benchmark.
+
+--plot FILE draws the results (throughput and peak RSS per mode, size and concurrency) as
+a PNG; it needs matplotlib (pip install 'aisetl[bench]').
 
 exit codes: 0 every cell answered correctly, 1 a cell had errors or wrong answers, 2 bad input
 """
@@ -85,6 +92,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--echo", action="store_true", help="answers must equal the objects")
     add_env(parser)
     parser.add_argument("--csv", metavar="FILE", help="also write the results as CSV")
+    parser.add_argument("--plot", metavar="FILE", help="also draw the results as a PNG chart")
     add_spec(parser, choose=False)
     parser.set_defaults(handler=run)
 
@@ -130,7 +138,8 @@ def line(result: CellResult) -> str:
         f"{result.objects_per_s:9.1f} obj/s {result.mib_per_s:9.1f} MiB/s  "
         f"p50 {result.p50 * 1000:7.2f} ms  p99 {result.p99 * 1000:7.2f} ms  "
         f"/health p99 {result.health_p99 * 1000:6.1f} ms  "
-        f"peak RSS {human_bytes(result.rss_peak):>9}  {status}"
+        f"RSS {human_bytes(result.rss_idle):>9} -> peak {human_bytes(result.rss_peak):>9} "
+        f"(+{human_bytes(max(result.rss_peak - result.rss_idle, 0))})  {status}"
     )
 
 
@@ -170,6 +179,12 @@ def run(args: argparse.Namespace) -> int:
     if args.duration <= 0 or args.warmup < 0:
         raise CommandError("--duration must be positive and --warmup not negative")
     sizes = _sizes(args.size)
+    if args.plot:
+        from aisetl.cli.plot import pyplot
+
+        pyplot()  # fail before the benchmark when matplotlib is missing
+        if not Path(args.plot).resolve().parent.is_dir():
+            raise CommandError(f"--plot {args.plot}: folder does not exist")
     env = parse_env(args.env)
     data = _data(args.data) if args.data else None
     try:
@@ -227,4 +242,11 @@ def run(args: argparse.Namespace) -> int:
             generator.drop(size)
     if args.csv:
         write_csv(Path(args.csv), results)
+    if args.plot:
+        from aisetl.cli.plot import write_chart
+
+        server = stage.server.rsplit("/", 1)[-1]
+        title = f"aisetl bench {server} ({stage.framework}, {args.workers} worker(s))"
+        write_chart(results, Path(args.plot), title)
+        print(f"chart: {args.plot}", file=sys.stderr)
     return 0 if all(r.ok for r in results) else 1
