@@ -5,16 +5,21 @@ REF_VENV := .venv-ref
 BIN := $(VENV)/bin
 # The newest versions aisetl supports, pinned (make test installs them; make lock refreshes).
 LOCK := requirements/lock.txt
-# The lowest versions pyproject.toml declares, pinned.
+# The lowest versions pyproject.toml declares, pinned (make test-oldest installs them).
 FLOORS := requirements/oldest.txt
 REF_LOCK := requirements/reference.txt
+# make test-oldest: the lowest supported Python, and what it runs there.
+OLDEST_PYTHON ?= python3.10
+OLDEST_VENV := .venv-oldest
+OLDEST_TESTS ?= tests/test_protocol.py tests/test_hooks.py tests/test_dependencies.py \
+	tests/servers tests/compat tests/target
 # make lock: the resolver, installed on demand into its own environment.
 TOOLS_VENV := .venv-tools
 UV := uv==0.13.9
 COMPILE = $(TOOLS_VENV)/bin/uv pip compile --quiet --upgrade --universal --python-version 3.10 \
 	--custom-compile-command 'make lock'
 
-.PHONY: venv ref-venv test lock lint typecheck pytest demo bench clean
+.PHONY: venv ref-venv test test-oldest lock lint typecheck pytest demo bench clean
 
 $(BIN)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +56,14 @@ pytest: venv ref-venv
 
 test: lint typecheck pytest
 
+# The lowest declared versions on the lowest supported Python (the servers, the protocol, the
+# drop-in and the emulated target); without that Python it says so and uses $(PYTHON).
+test-oldest: ref-venv
+	PYTHON=$(PYTHON) bash scripts/oldest-venv.sh $(OLDEST_PYTHON) $(OLDEST_VENV) $(FLOORS) $(LOCK)
+	AISETL_REFERENCE_PYTHON=$(abspath $(REF_VENV))/bin/python \
+		$(OLDEST_VENV)/bin/python -m pytest -q -p no:cacheprovider $(OLDEST_TESTS)
+	@cat $(OLDEST_VENV)/NOTICE 2>/dev/null || true
+
 # Re-resolve the three pinned files from pyproject.toml and requirements/*.in (needs PyPI).
 lock: $(TOOLS_VENV)/.installed
 	$(COMPILE) --all-extras pyproject.toml requirements/build.in -o $(LOCK)
@@ -65,4 +78,4 @@ bench: $(VENV)/.bench-installed ref-venv
 	AISETL_REFERENCE_PYTHON=$(abspath $(REF_VENV))/bin/python $(BIN)/python -m benchmarks.run $(ARGS)
 
 clean:
-	rm -rf $(VENV) $(REF_VENV) $(TOOLS_VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(REF_VENV) $(OLDEST_VENV) $(TOOLS_VENV) .pytest_cache .mypy_cache .ruff_cache
