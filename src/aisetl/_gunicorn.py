@@ -1,4 +1,10 @@
-"""Run a WSGI app object under gunicorn, configured in code (no config file, no argv)."""
+"""Run a WSGI app object under gunicorn, configured in code (no config file, no argv).
+
+The worker's answer to a malformed request relies on parts of gunicorn that are not public
+(:data:`GUNICORN_METHODS`, :data:`GUNICORN_ATTRIBUTES`, chunk errors that are parse errors),
+checked at import; where one is missing, a :class:`~aisetl._hooks.DependencyWarning` says what
+is lost (and without the method, :data:`ETLThreadWorker` is gunicorn's own worker).
+"""
 
 from __future__ import annotations
 
@@ -16,14 +22,25 @@ from gunicorn.http.errors import (
 )
 from gunicorn.workers.gthread import ThreadWorker
 
+from aisetl._hooks import missing, warn_missing
 from aisetl.http11 import serialize
 from aisetl.reply import malformed_request_reply
 from aisetl.workers import tune_interpreter
 
-#: What the client sent wrong (chunk errors are IOErrors before gunicorn 23).
-_PARSE_ERRORS = (ParseException, InvalidChunkSize, ChunkMissingTerminator)
+#: What the client sent wrong. (Before gunicorn 27 the chunk errors were IOErrors, which the
+#: threaded worker takes for a lost connection: it closes it without calling handle_error.)
+_CHUNK_ERRORS = (InvalidChunkSize, ChunkMissingTerminator)
+_PARSE_ERRORS = (ParseException, *_CHUNK_ERRORS)
 #: Parse errors whose status gunicorn does not keep on the exception.
 _STATUS = {LimitRequestLine: 414, LimitRequestHeaders: 431}
+#: The worker's method the subclass overrides, and the state it reads.
+GUNICORN_METHODS = ("handle_error", "handle_request")
+GUNICORN_ATTRIBUTES = ("log",)
+LOST = (
+    "a request gunicorn cannot parse gets gunicorn's own HTML error page "
+    "instead of aisetl's plain-text error, and repeated headers reach the server joined by "
+    "commas (which copy of Ais-Node-Url came first is lost)"
+)
 
 
 _request = threading.local()
@@ -43,7 +60,7 @@ def current_headers() -> list[tuple[str, str]] | None:
     return headers
 
 
-class ETLThreadWorker(ThreadWorker):  # type: ignore[misc]
+class ParseErrorWorker(ThreadWorker):  # type: ignore[misc]
     """gunicorn's threaded worker; a request it cannot parse is answered in our error format.
 
     (gunicorn's own answer is an HTML page.) This covers a body with broken chunk framing too:
@@ -72,6 +89,25 @@ class ETLThreadWorker(ThreadWorker):  # type: ignore[misc]
             client.sendall(serialize(malformed_request_reply(status, str(exc))))
         except OSError:
             self.log.debug("could not answer a malformed request from %s", addr)
+
+
+def missing_hooks(base: type) -> list[str]:
+    """What of :data:`GUNICORN_METHODS` and :data:`GUNICORN_ATTRIBUTES` ``base`` lacks."""
+    return missing(base, GUNICORN_METHODS, GUNICORN_ATTRIBUTES)
+
+
+#: The worker class named in gunicorn's options (checked once, at import).
+ETLThreadWorker: type[Any] = (
+    ThreadWorker
+    if warn_missing("gunicorn", missing_hooks(ThreadWorker), LOST)
+    else ParseErrorWorker
+)
+if not all(issubclass(error, ParseException) for error in _CHUNK_ERRORS):
+    warn_missing(
+        "gunicorn",
+        ["chunk errors that are parse errors (it raises IOErrors)"],
+        "a body with broken chunk framing ends the connection without an answer",
+    )
 
 
 class _EmbeddedApplication(BaseApplication):  # type: ignore[misc]
