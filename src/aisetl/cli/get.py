@@ -76,11 +76,11 @@ def is_binary(data: bytes) -> bool:
 def run(args: argparse.Namespace) -> int:
     """Transform one file and write the result."""
     from aisetl.cli.failures import Limit, explain_timeout
-    from aisetl.cli.files import write_atomic
     from aisetl.cli.run import check_comm
     from aisetl.cli.stages import StageError, launch, load_stage, name_stages
     from aisetl.cli.watch import ServerWatch, settle
     from aisetl.target import Cluster
+    from aisetl.target.store import write_atomic
 
     source = Path(args.file)
     if source.is_dir():

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from types import FrameType
 
 from aisetl.cli.watch import Death, ServerWatch
-from aisetl.target import Cluster, JobReport, JobSpec
-from aisetl.target.jobs import _Job
+from aisetl.target import Cluster, Job, JobReport, JobSpec
 
 #: Seconds between two checks of the servers while the job runs.
 POLL = 0.1
@@ -83,7 +82,7 @@ class JobControl:
             signal.signal(signal.SIGINT, previous)
 
     async def _main(self) -> Outcome:
-        job = _Job(self.cluster.core, self.spec)
+        job = Job(self.cluster.core, self.spec)
         task = asyncio.ensure_future(job.run())
         told = 0
         while True:
@@ -108,15 +107,15 @@ class JobControl:
             if self.interrupts > told:
                 told = self.interrupts
                 if told == 1:
-                    job.abort = job.abort or MSG_INTERRUPTED
+                    job.stop(MSG_INTERRUPTED)
                     self.on_interrupt()
                 else:
                     report = await self._cancel(job, task, MSG_INTERRUPTED)
                     return Outcome(report, interrupted=True)
 
     @staticmethod
-    async def _cancel(job: _Job, task: asyncio.Future[JobReport], reason: str) -> JobReport:
-        job.abort = job.abort or reason
+    async def _cancel(job: Job, task: asyncio.Future[JobReport], reason: str) -> JobReport:
+        job.stop(reason)
         task.cancel()
         await asyncio.wait({task}, timeout=CANCEL_GRACE)
         report = job.report

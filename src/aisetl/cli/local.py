@@ -6,7 +6,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from aisetl.cli.files import attach_output
 from aisetl.target import ETL, Cluster
 from aisetl.target.wire import ObjectName, destination_hop, go_path_escape
 
@@ -41,7 +40,7 @@ def start(folder: Path, etl_name: str, server_host: str, server_port: int) -> Lo
     """Start an emulated target on 127.0.0.1 that knows the server as ETL ``etl_name``."""
     cluster = Cluster(record=0).start()
     try:
-        attach_output(cluster.targets[0], BUCKET, folder)
+        cluster.targets[0].attach_bucket(BUCKET, folder)
         host = "127.0.0.1" if server_host in ("0.0.0.0", "::", "") else server_host
         etl = cluster.attach(etl_name, f"http://{host}:{server_port}", comm="hpush")
     except BaseException:

@@ -85,7 +85,7 @@ def report_dict(plan: RunPlan, result: RunResult) -> dict[str, Any]:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write ``data`` to ``path`` atomically, with the umask's permissions."""
-    from aisetl.cli.files import write_atomic
+    from aisetl.target.store import write_atomic
 
     write_atomic(path, (json.dumps(data, indent=2) + "\n").encode())
 

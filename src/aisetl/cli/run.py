@@ -364,7 +364,6 @@ def _print_interrupt() -> None:
 
 def execute(plan: RunPlan) -> int:
     """Start the servers and the emulated target, run the job, report; return the exit code."""
-    from aisetl.cli.files import attach_output
     from aisetl.cli.job import JobControl
     from aisetl.cli.progress import make_display
     from aisetl.cli.stages import StageError, launch
@@ -408,7 +407,7 @@ def execute(plan: RunPlan) -> int:
                 return _interrupted_at_start(plan, src_bucket, dst_bucket)
             plan.dst.mkdir(parents=True, exist_ok=True)
             for target in cluster.targets:
-                attach_output(target, dst_bucket, plan.dst)
+                target.attach_bucket(dst_bucket, plan.dst)
             print(
                 f"  servers ready in {time.monotonic() - started:.1f} s",
                 file=sys.stderr,
