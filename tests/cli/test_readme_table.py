@@ -87,6 +87,13 @@ def test_the_names_the_target_mangles(servers: tuple[str, dict[bool, LocalETL]])
         for on in (False, True):
             for fqn, expected in ((False, as_bytes), (True, as_path)):
                 for args in ("", ARGS):
+                    if expected.startswith("refused") or ("refused" in expected and args):
+                        refused = etls[on].send(
+                            DATA, comm="hpush", fqn=fqn, path=f"photos/{name}", etl_args=args
+                        )
+                        assert refused.status == 400 and refused.error is not None, refused
+                        assert f"probably 'photos/{name}'" in refused.error, refused.error
+                        continue
                     got = received(etls[on], "hpush", fqn, name, args)
                     assert got["path"] == literal(path), (name, got)
                     lost = etl_args.startswith("empty")
