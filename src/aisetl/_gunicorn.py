@@ -8,6 +8,7 @@ is lost (and without the method, :data:`ETLThreadWorker` is gunicorn's own worke
 
 from __future__ import annotations
 
+import signal
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -22,9 +23,11 @@ from gunicorn.http.errors import (
 )
 from gunicorn.workers.gthread import ThreadWorker
 
+from aisetl import drain, pod
 from aisetl._hooks import missing, warn_missing
 from aisetl.http11 import serialize
 from aisetl.reply import malformed_request_reply
+from aisetl.watch import in_flight
 from aisetl.workers import tune_interpreter
 
 #: What the client sent wrong. (Before gunicorn 27 the chunk errors were IOErrors, which the
@@ -34,7 +37,7 @@ _PARSE_ERRORS = (ParseException, *_CHUNK_ERRORS)
 #: Parse errors whose status gunicorn does not keep on the exception.
 _STATUS = {LimitRequestLine: 414, LimitRequestHeaders: 431}
 #: The worker's method the subclass overrides, and the state it reads.
-GUNICORN_METHODS = ("handle_error", "handle_request")
+GUNICORN_METHODS = ("handle_error", "handle_request", "handle_exit")
 GUNICORN_ATTRIBUTES = ("log",)
 LOST = (
     "a request gunicorn cannot parse gets gunicorn's own HTML error page "
@@ -67,6 +70,17 @@ class ParseErrorWorker(ThreadWorker):  # type: ignore[misc]
     the error rises out of the application's read, and gunicorn then closes the connection,
     which a reply from the application could not make it do. Other errors are gunicorn's.
     """
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        """SIGTERM: drain (/health answers 503) until the objects in flight are done."""
+        if drain.reason() is not None:
+            return
+        drain.begin(signal.Signals(sig).name)
+        stop = super().handle_exit
+        grace = float(self.cfg.graceful_timeout)
+        threading.Thread(
+            target=drain.then(lambda: stop(sig, frame), in_flight, grace), daemon=True
+        ).start()
 
     def handle_request(self, req: Any, conn: Any) -> Any:
         _request.headers = req.headers
@@ -130,4 +144,5 @@ class _EmbeddedApplication(BaseApplication):  # type: ignore[misc]
 def run_gunicorn(app: Callable[..., Iterable[bytes]], options: dict[str, Any]) -> None:
     """Serve ``app`` with gunicorn until it is stopped by a signal."""
     tune_interpreter()
-    _EmbeddedApplication(app, options).run()
+    with pod.forking(int(options.get("workers", 1))):
+        _EmbeddedApplication(app, options).run()

@@ -72,6 +72,20 @@ def _seconds(env: Mapping[str, str], name: str, default: float, minimum: float =
     return value
 
 
+_FALSY = ("0", "f", "false", "n", "no", "off")
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if raw.lower() in _FALSY:
+        return False
+    if parse_bool(raw):
+        return True
+    raise ConfigError(f"{name}={raw!r} is not a boolean: use true or false")
+
+
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     raw = env.get(name, "")
     return tuple(item.strip() for item in raw.replace(":", ",").split(",") if item.strip())
@@ -87,6 +101,9 @@ def _concurrency(env: Mapping[str, str]) -> int | None:
 #: How a WebSocket task failure is reported (PROTOCOL.md §7.4 has no error channel).
 WS_ERRORS_TEXT = "text"
 WS_ERRORS_CLOSE = "close"
+#: Log formats (``AISETL_LOG_FORMAT``).
+LOG_TEXT = "text"
+LOG_JSON = "json"
 
 
 @dataclass(frozen=True)
@@ -125,6 +142,13 @@ class Settings:
     ws_inflight: int = 16
     ws_frames: bool = True
     inline_max_bytes: int = 1024 * 1024
+    # operations (AISETL_METRICS, AISETL_LOG_FORMAT, AISETL_ACCESS_LOG, AISETL_OBJ_TIMEOUT,
+    # AISETL_MAX_INFLIGHT_BYTES)
+    metrics: bool = True
+    log_format: str = LOG_TEXT
+    access_log: bool = False
+    obj_timeout: float = 0.0  # seconds; 0: no deadline
+    max_inflight_bytes: int | None = None  # None: derived from the memory limit; 0: no bound
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -150,6 +174,12 @@ class Settings:
         workers_raw = env.get("NUM_WORKERS", "").strip()
         max_body = env.get("AISETL_MAX_BODY_SIZE", "").strip()
         inline_max = env.get("AISETL_INLINE_MAX_BYTES", "").strip()
+        log_format = env.get("AISETL_LOG_FORMAT", "").strip().lower() or LOG_TEXT
+        if log_format not in (LOG_TEXT, LOG_JSON):
+            raise ConfigError(
+                f"AISETL_LOG_FORMAT={log_format!r}: use 'text' (the default) or 'json'"
+            )
+        inflight = env.get("AISETL_MAX_INFLIGHT_BYTES", "").strip()
         return cls(
             target_url=target_url.rstrip("/"),
             # The target sets the lower-case name; the reference reads the upper-case one.
@@ -180,5 +210,12 @@ class Settings:
             ws_frames=parse_bool(env.get("AISETL_WS_FRAMES", "true")),
             inline_max_bytes=(
                 parse_size("AISETL_INLINE_MAX_BYTES", inline_max) if inline_max else 1024 * 1024
+            ),
+            metrics=_flag(env, "AISETL_METRICS", True),
+            log_format=log_format,
+            access_log=_flag(env, "AISETL_ACCESS_LOG", False),
+            obj_timeout=_seconds(env, "AISETL_OBJ_TIMEOUT", 0.0),
+            max_inflight_bytes=(
+                parse_size("AISETL_MAX_INFLIGHT_BYTES", inflight) if inflight else None
             ),
         )

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 RunAsync = Callable[[Awaitable[Any]], Any]
+#: Wraps an ``async`` transform's awaitable so it is cancelled when its object is given up.
+Bound = Callable[[Awaitable[Any]], Awaitable[Any]]
 
 
 class RunOffLoop(Exception):
@@ -71,14 +73,16 @@ class Invoker:
         """Whether ``transform`` is ``async def``."""
         return self._server.transform_is_async
 
-    def transform(self, data: bytes | str, request: ObjectRequest) -> bytes:
+    def transform(
+        self, data: bytes | str, request: ObjectRequest, bound: Bound | None = None
+    ) -> bytes:
         """Run the buffered transform on ``data``; raise :class:`Failure` when it fails."""
         server = self._server
         inline = getattr(self._inline, "active", False)
         try:
             if server.transform_is_async:
-                coro = server.transform(data, request.path, request.etl_args)
-                result = self._run_async(coro)  # type: ignore[arg-type]
+                coro: Any = server.transform(data, request.path, request.etl_args)
+                result = self._run_async(coro if bound is None else bound(coro))
             else:
                 # On an event loop a slot must never be waited for: the loop would stop.
                 with contextlib.nullcontext() if inline else self._limiter.slot():
@@ -114,7 +118,9 @@ class Invoker:
         """Whether a synchronous transform of ``size`` bytes may run on the loop now."""
         return not self.is_async and limit > 0 and size <= limit and self.policy.inline
 
-    def stream(self, reader: BinaryIO, request: ObjectRequest) -> Iterator[bytes]:
+    def stream(
+        self, reader: BinaryIO, request: ObjectRequest, bound: Bound | None = None
+    ) -> Iterator[bytes]:
         """Run the streaming transform over ``reader``: its non-empty chunks, as bytes."""
         server = self._server
         try:
@@ -122,7 +128,7 @@ class Invoker:
                 reader, request.path, request.etl_args
             )
             if server.stream_is_async:
-                chunks = _sync_iter(output, self._run_async)  # type: ignore[arg-type]
+                chunks = _sync_iter(output, self._run_async, bound)  # type: ignore[arg-type]
             else:
                 chunks = _limited(iter(output), self._limiter)  # type: ignore[arg-type]
             for chunk in chunks:
@@ -141,7 +147,7 @@ class Invoker:
 
         if isinstance(exc, TransformError):
             return Failure(exc.status, exc.message)
-        self._logger.exception("transform of %r raised", request.path)
+        # Logged with its traceback (the failure's cause) when the object ends.
         return Failure(500, f"Transform failed: {type(exc).__name__}: {exc}")
 
 
@@ -151,12 +157,15 @@ def _deliberate(exc: Exception) -> bool:
     return isinstance(exc, TransformError)
 
 
-def _sync_iter(chunks: AsyncIterator[bytes], run_async: RunAsync) -> Iterator[bytes]:
-    """Iterate an async generator from a worker thread."""
+def _sync_iter(
+    chunks: AsyncIterator[bytes], run_async: RunAsync, bound: Bound | None = None
+) -> Iterator[bytes]:
+    """Iterate an async generator from a worker thread (each step within ``bound``)."""
     try:
         while True:
             try:
-                yield run_async(chunks.__anext__())
+                step: Any = chunks.__anext__()
+                yield run_async(step if bound is None else bound(step))
             except StopAsyncIteration:
                 return
     finally:

@@ -6,11 +6,11 @@ import dataclasses
 import inspect
 import logging
 import resource
-import sys
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, BinaryIO, ClassVar, Generic, TypeVar, overload
 
+from aisetl import logs
 from aisetl.config import Settings
 from aisetl.protocol import sanitize_fqn
 
@@ -99,8 +99,7 @@ class ETLServer(ABC):
         _raise_nofile_limit()
         self.settings = Settings.from_env()
         self._settings_frozen = False
-        if not logging.getLogger().handlers:
-            logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT, stream=sys.stdout)
+        logs.configure(self.settings)
         self.logger = logging.getLogger(type(self).__name__)
         self.logger.setLevel(logging.INFO)
 

@@ -6,6 +6,7 @@ SDK (§11.5). Every problem names the field and says why it is wrong.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -38,6 +39,8 @@ KNOWN_FIELDS = (
     "argument",
 )
 _RUNTIME_FIELDS = ("image", "command", "env")
+#: The server's own deadline per object (the pod is not told the spec's obj_timeout).
+DEADLINE_VAR = "AISETL_OBJ_TIMEOUT"
 _RESOURCE_FIELDS = ("requests", "limits", "claims")
 
 _NAME_MIN, _NAME_MAX = 6, 32
@@ -389,6 +392,7 @@ def validate(doc: Any, *, where: str = "") -> EtlSpec:
                 check.fail(f"resources.{key}", "must be a mapping such as {cpu: 1, memory: 2Gi}")
 
     env = check.env_list(doc.get("env"), "env")
+    _check_deadline(check, obj_timeout, [*runtime_env, *env])
 
     if "argument" in doc:
         check.warn(
@@ -416,6 +420,36 @@ def validate(doc: Any, *, where: str = "") -> EtlSpec:
         env=env,
         resources=dict(resources),
         warnings=tuple(check.warnings),
+    )
+
+
+def _check_deadline(check: _Checker, obj_timeout: float, env: Sequence[EnvVar]) -> None:
+    """The server's AISETL_OBJ_TIMEOUT (the last one the pod gets) against obj_timeout."""
+    values = [var.value for var in env if var.name == DEADLINE_VAR]
+    if not values:
+        return
+    raw = values[-1].strip()
+    try:
+        seconds = float(raw) if raw else 0.0
+    except ValueError:
+        check.fail(
+            f"env {DEADLINE_VAR}",
+            f"{raw!r} is not a number of seconds: the server would refuse to start "
+            f"(write {obj_timeout:g}, the obj_timeout)",
+        )
+        return
+    if seconds == obj_timeout:
+        return
+    if not seconds:
+        consequence = "the server has no deadline and works on after the target gave up"
+    elif seconds < obj_timeout:
+        consequence = "the server gives up first and fails objects the target still waits for"
+    else:
+        consequence = "the server keeps working on objects the target has given up on"
+    check.warn(
+        f"env {DEADLINE_VAR}",
+        f"is {raw or 'empty'} but obj_timeout is {obj_timeout:g} s: {consequence}; "
+        f"set {DEADLINE_VAR}={obj_timeout:g}",
     )
 
 
@@ -458,10 +492,17 @@ def render(
     command: Iterable[str] = (),
     env: Mapping[str, str] | None = None,
 ) -> str:
-    """A new ``etl_spec.yaml`` text; validated, so an invalid argument raises :class:`SpecError`."""
+    """A new ``etl_spec.yaml`` text; validated, so an invalid argument raises :class:`SpecError`.
+
+    ``runtime.env`` gets ``AISETL_OBJ_TIMEOUT`` from ``obj_timeout`` (unless ``env`` has it):
+    the pod is not told the spec's timeout, and a server without it has no deadline.
+    """
     doc: dict[str, Any] = {"name": name, "runtime": {"image": image}}
     if command:
         doc["runtime"]["command"] = list(command)
+    env = dict(env or {})
+    with contextlib.suppress(ValueError):  # an invalid obj_timeout is reported below
+        env.setdefault(DEADLINE_VAR, f"{parse_duration(obj_timeout):g}")
     if env:
         doc["runtime"]["env"] = [{"name": k, "value": v} for k, v in env.items()]
     try:

@@ -2,7 +2,9 @@
 
 Workers are forked after the server object was built, so models loaded in ``__init__`` are
 loaded once and shared copy-on-write. A worker that dies is replaced (an ETL container must
-never exit); SIGTERM is passed to every worker, which finishes its objects in flight.
+never exit); SIGTERM is passed to every worker, which finishes its objects in flight. The
+workers share one metrics folder (:func:`aisetl.pod.forking`), so a scrape of any of them
+gives the pod's totals.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import sys
 import time
 from collections.abc import Callable
 from types import FrameType
+
+from aisetl import pod
 
 LISTEN_BACKLOG = 2048
 #: How often (seconds) a thread running Python must offer the interpreter lock to others. The
@@ -58,7 +62,8 @@ def run_workers(
     if workers <= 1:
         serve(sock)
         return
-    Supervisor(sock, workers, serve, grace_period, logger).run()
+    with pod.forking(workers):
+        Supervisor(sock, workers, serve, grace_period, logger).run()
 
 
 class Supervisor:
@@ -87,6 +92,7 @@ class Supervisor:
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
+                pod.worker_started()
                 self._serve(self._sock)
             except BaseException:
                 self._logger.exception("worker %d failed", os.getpid())
@@ -134,6 +140,7 @@ class Supervisor:
                 time.sleep(0.1)
                 continue
             self._children.discard(pid)
+            pod.worker_exited(pid)
             if not self._stopping:
                 self._logger.error("worker %d exited (status %d); starting a new one", pid, status)
                 time.sleep(_RESTART_PAUSE)

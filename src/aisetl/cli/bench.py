@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aisetl import comm as comms
+from aisetl.cli import server_metrics
 from aisetl.cli.errors import CommandError
 from aisetl.cli.options import add_env, add_server, add_spec, parse_env
 
@@ -93,6 +94,9 @@ def register(subparsers: Any) -> None:
     add_env(parser)
     parser.add_argument("--csv", metavar="FILE", help="also write the results as CSV")
     parser.add_argument("--plot", metavar="FILE", help="also draw the results as a PNG chart")
+    parser.add_argument(
+        "--metrics", action="store_true", help="show the server's own metrics at the end"
+    )
     add_spec(parser, choose=False)
     parser.set_defaults(handler=run)
 
@@ -240,6 +244,8 @@ def run(args: argparse.Namespace) -> int:
                 results.append(result)
                 print(line(result), flush=True)
             generator.drop(size)
+        if args.metrics:
+            print(server_metrics.summary(etl.name, etl.url()), flush=True)
     if args.csv:
         write_csv(Path(args.csv), results)
     if args.plot:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aisetl import comm as comms
+from aisetl.cli import server_metrics
 from aisetl.cli.errors import CommandError
 from aisetl.cli.names import check_collisions, ext_map, renamer
 from aisetl.cli.options import add_env, add_server, add_spec, parse_env
@@ -90,6 +91,8 @@ class RunPlan:
         """The name of object ``name``'s result in --dst."""
         return renamer(self.ext)(name) if self.ext else name
 
+    metrics: bool = False
+
 
 def register(subparsers: Any) -> None:
     """Add the ``run`` verb."""
@@ -163,10 +166,14 @@ def register(subparsers: Any) -> None:
         "--obj-timeout",
         type=float,
         metavar="S",
-        help="seconds per object attempt, ws tasks included (default: spec's or 10)",
+        help="seconds per object attempt, ws tasks included, and the server's own "
+        "AISETL_OBJ_TIMEOUT (default: spec's or 10)",
     )
     parser.add_argument(
         "--log", metavar="DIR", help="keep each server's log in DIR (created if missing)"
+    )
+    parser.add_argument(
+        "--metrics", action="store_true", help="show the server's own metrics at the end"
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress, only the summary")
     parser.set_defaults(handler=run)
@@ -216,6 +223,8 @@ def plan(args: argparse.Namespace) -> RunPlan:
             raise CommandError(f"{flag} must be a positive number of seconds")
     ext = ext_map(args.ext)
     env = parse_env(args.env)
+    if args.obj_timeout:  # the server gives up when the target does (unless --env says)
+        env.setdefault("AISETL_OBJ_TIMEOUT", f"{args.obj_timeout:g}")
     src, dst, names = check_folders(args.src, args.dst, args.prefix)
     if ext:
         check_collisions(
@@ -277,6 +286,7 @@ def plan(args: argparse.Namespace) -> RunPlan:
         env=env,
         quiet=args.quiet,
         log_dir=log_dir,
+        metrics=args.metrics,
     )
 
 
@@ -375,6 +385,7 @@ def execute(plan: RunPlan) -> int:
     if dst_bucket == src_bucket:
         dst_bucket = (dst_bucket[:60] + "-dst").strip("-")
     print(_header(plan), file=sys.stderr, flush=True)
+    served: list[str] = []
     lost = comms.lost_failure_warning(plan.comm)
     if lost is not None:
         print(f"aisetl run: warning: {lost}", file=sys.stderr, flush=True)
@@ -455,6 +466,8 @@ def execute(plan: RunPlan) -> int:
                 if display:
                     display.stop()
             logs = [process.log() for etl in etls for process in etl.processes]
+            if plan.metrics and outcome.death is None:  # scraped while the servers still run
+                served = [server_metrics.summary(etl.name, etl.url()) for etl in etls]
             if outcome.death is not None:  # the run is over: do not wait on the other servers
                 for etl in etls:
                     for process in etl.processes:
@@ -464,6 +477,8 @@ def execute(plan: RunPlan) -> int:
     result = RunResult(outcome, src_bucket, logs=kept)
     finish(plan, result, logs)
     print(summary(plan, result))
+    for text in served:
+        print(text)
     if plan.report:
         write_json(plan.report, report_dict(plan, result))
     if outcome.interrupted:
