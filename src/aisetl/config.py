@@ -84,6 +84,18 @@ def _concurrency(env: Mapping[str, str]) -> int | None:
     return _int(env, "AISETL_TRANSFORM_CONCURRENCY", 1, minimum=1)
 
 
+def _gpus(env: Mapping[str, str]) -> str:
+    raw = env.get("AISETL_GPUS", "").strip().lower().replace(" ", "")
+    if raw in ("", "auto", "none"):
+        return raw
+    ids = raw.split(",")
+    if not all(ids):
+        raise ConfigError(
+            f"AISETL_GPUS={raw!r}: use 'auto', 'none' or GPU indices or UUIDs such as 0,1"
+        )
+    return ",".join(ids)
+
+
 #: How a WebSocket task failure is reported (PROTOCOL.md §7.4 has no error channel).
 WS_ERRORS_TEXT = "text"
 WS_ERRORS_CLOSE = "close"
@@ -122,9 +134,14 @@ class Settings:
     grace_period: float = 25.0
     keepalive_timeout: float = 75.0
     ws_errors: str = WS_ERRORS_TEXT
-    ws_inflight: int = 16
+    ws_inflight: int = 128
     ws_frames: bool = True
     inline_max_bytes: int = 1024 * 1024
+    async_concurrency: int = 256  # async transforms awaited at once per worker
+    max_batch_size: int | None = None  # None: the class's own (see aisetl.batch)
+    max_batch_delay: float | None = None
+    batch_concurrency: int | None = None  # batches running at once per worker
+    gpus: str = ""  # AISETL_GPUS as given ("", "auto" or "0,1,..."); see aisetl.gpus
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -150,6 +167,9 @@ class Settings:
         workers_raw = env.get("NUM_WORKERS", "").strip()
         max_body = env.get("AISETL_MAX_BODY_SIZE", "").strip()
         inline_max = env.get("AISETL_INLINE_MAX_BYTES", "").strip()
+        batch_size = env.get("AISETL_MAX_BATCH_SIZE", "").strip()
+        batch_delay = env.get("AISETL_MAX_BATCH_DELAY", "").strip()
+        batch_conc = env.get("AISETL_BATCH_CONCURRENCY", "").strip()
         return cls(
             target_url=target_url.rstrip("/"),
             # The target sets the lower-case name; the reference reads the upper-case one.
@@ -176,9 +196,16 @@ class Settings:
             grace_period=_seconds(env, "AISETL_GRACE_PERIOD", 25.0),
             keepalive_timeout=_seconds(env, "AISETL_KEEPALIVE_TIMEOUT", 75.0, 1.0),
             ws_errors=ws_errors,
-            ws_inflight=_int(env, "AISETL_WS_INFLIGHT", 16, minimum=1),
+            ws_inflight=_int(env, "AISETL_WS_INFLIGHT", 128, minimum=1),
             ws_frames=parse_bool(env.get("AISETL_WS_FRAMES", "true")),
             inline_max_bytes=(
                 parse_size("AISETL_INLINE_MAX_BYTES", inline_max) if inline_max else 1024 * 1024
             ),
+            async_concurrency=_int(env, "AISETL_ASYNC_CONCURRENCY", 256, minimum=1),
+            max_batch_size=_int(env, "AISETL_MAX_BATCH_SIZE", 1, minimum=1) if batch_size else None,
+            max_batch_delay=_seconds(env, "AISETL_MAX_BATCH_DELAY", 0.0) if batch_delay else None,
+            batch_concurrency=(
+                _int(env, "AISETL_BATCH_CONCURRENCY", 1, minimum=1) if batch_conc else None
+            ),
+            gpus=_gpus(env),
         )
