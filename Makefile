@@ -4,17 +4,21 @@ VENV := .venv
 REF_VENV := .venv-ref
 BIN := $(VENV)/bin
 REF_AISTORE := aistore[etl]==2.0.0
+# The CPU build of PyTorch, for the speech_detect example (pip takes it from the local wheel
+# cache; asked for by a range instead, pip would fetch a CUDA build of several GB).
+TORCH ?= torch==2.13.0
 
 .PHONY: venv ref-venv test lint typecheck pytest demo bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[all,dev,examples]'
+	$(BIN)/python -m pip install -q '$(TORCH)'
+	$(BIN)/python -m pip install -q -e '.[all,dev,examples,speech]'
 	touch $@
 
 $(VENV)/.bench-installed: $(BIN)/.installed
-	$(BIN)/python -m pip install -q -e '.[all,dev,examples,bench]'
+	$(BIN)/python -m pip install -q -e '.[all,dev,examples,speech,bench]'
 	touch $@
 
 $(REF_VENV)/.installed:
