@@ -4,10 +4,12 @@ A server that defines ``transform_batch`` gets a :class:`Batcher`. Every buffere
 process receives, whatever the communication type (hpush, hpull, ws, FQN), is handed to
 :meth:`Batcher.run` (from a request thread) or :meth:`Batcher.run_async` (from an event
 loop) as an :class:`Item`. Runner threads (one by default: one model, one batch at a time)
-take up to ``max_size`` waiting items as soon as that many wait, or when the oldest has
-waited ``max_delay`` seconds, whichever comes first, and call the batch function with them.
-A lone object is never held longer than ``max_delay``; under load, objects that arrive while
-a batch runs make up the next one.
+take up to ``max_size`` waiting items as soon as that many wait, or ``max_delay`` seconds
+after the oldest could have started (its arrival, or the end of the runner's previous batch,
+whichever is later), and call the batch function with them. A lone object is never held
+longer than ``max_delay``; under load, the objects that arrived while a batch ran are joined
+by those that arrive in the next ``max_delay`` (the answers just sent bring new objects from a
+target at once), so batches stay full instead of splitting into alternating halves.
 
 Each caller gets its own item's outcome: the value at its position, an exception the batch
 function returned for it, the exception the whole batch raised, or
@@ -137,21 +139,23 @@ class Batcher:
     # --- runners -----------------------------------------------------------------------------
 
     def _runner(self) -> None:
+        free_since = 0.0
         while True:
-            batch = self._next_batch()
+            batch = self._next_batch(free_since)
             started = time.perf_counter()
             outcomes = self._execute(batch)
             self.stats.record(len(batch), time.perf_counter() - started)
             _deliver(batch, outcomes)
+            free_since = time.monotonic()
 
-    def _next_batch(self) -> list[_Waiting]:
-        """Wait for a full batch, or for the oldest item's delay to pass; take the batch."""
+    def _next_batch(self, free_since: float) -> list[_Waiting]:
+        """Wait for a full batch, or for the delay to pass; take the batch."""
         with self._cond:
             while True:
                 while not self._queue:
                     if not self._cond.wait(self.stats.flush_interval):
                         self.stats.flush()
-                deadline = self._queue[0].arrived + self.max_delay
+                deadline = max(self._queue[0].arrived, free_since) + self.max_delay
                 while self._queue and len(self._queue) < self.max_size:
                     left = deadline - time.monotonic()
                     if left <= 0:
