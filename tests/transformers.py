@@ -168,3 +168,10 @@ def batch_of(content: bytes) -> dict[str, object]:
     """The batch a :class:`BatchUpper` result says its object ran in."""
     seen: dict[str, object] = json.loads(content.rsplit(b"\n", 1)[1])
     return seen
+
+
+class BatchPlainUpper(ETLServer):
+    """``transform_batch`` that upper-cases each object (the same answer in any batch)."""
+
+    def transform_batch(self, items: list[Item]) -> list[bytes]:
+        return [upper(item.data) if isinstance(item.data, bytes) else b"" for item in items]

@@ -75,3 +75,16 @@ def test_consistent_transform_passes_without_echo(
 def test_bad_input(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", *argv, *FAST]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_batching_server_reports_its_batches(capsys: pytest.CaptureFixture[str]) -> None:
+    server = str(REPO / "tests" / "transformers.py") + ":BatchPlainUpper"
+    argv = [server, "--comm", "hpush", "ws", "--size", "1KiB", "--duration", "0.5"]
+    code = main(["bench", *argv, "--warmup", "0", "--concurrency", "8", "--no-spec"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    lines = out.strip().splitlines()
+    assert [line.split()[0] for line in lines] == ["hpush", "batches:", "ws", "batches:"]
+    for summary in lines[1::2]:
+        count, mean = summary.split()[1].rstrip(","), float(summary.split()[4])
+        assert int(count) > 0 and 1 <= mean <= 8  # never more than the objects in flight
