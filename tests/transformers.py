@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import BinaryIO
@@ -175,3 +176,16 @@ class BatchPlainUpper(ETLServer):
 
     def transform_batch(self, items: list[Item]) -> list[bytes]:
         return [upper(item.data) if isinstance(item.data, bytes) else b"" for item in items]
+
+
+class ShowGpu(ETLServer):
+    """Says which GPUs its process saw when it was built and sees now (``AISETL_GPUS`` tests)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>")
+        self.logger.info("built in pid %d seeing CUDA_VISIBLE_DEVICES=%s", os.getpid(), self.seen)
+
+    def transform(self, data: bytes | str, path: str, etl_args: str) -> bytes:
+        now = os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>")
+        return f"{os.getpid()}|{self.seen}|{now}".encode()

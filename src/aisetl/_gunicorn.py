@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -16,6 +17,7 @@ from gunicorn.http.errors import (
 )
 from gunicorn.workers.gthread import ThreadWorker
 
+from aisetl import gpus
 from aisetl.http11 import serialize
 from aisetl.reply import malformed_request_reply
 from aisetl.workers import tune_interpreter
@@ -74,12 +76,23 @@ class ETLThreadWorker(ThreadWorker):  # type: ignore[misc]
             self.log.debug("could not answer a malformed request from %s", addr)
 
 
-class _EmbeddedApplication(BaseApplication):  # type: ignore[misc]
-    """A gunicorn application around an app object built before the workers fork."""
+WSGIApp = Callable[..., Iterable[bytes]]
 
-    def __init__(self, app: Callable[..., Iterable[bytes]], options: dict[str, Any]) -> None:
+
+class _EmbeddedApplication(BaseApplication):  # type: ignore[misc]
+    """A gunicorn application around an app object built before the workers fork, or built
+    in each worker by ``build`` (after its GPU is pinned, see :mod:`aisetl.gpus`)."""
+
+    def __init__(
+        self, app: WSGIApp | None, options: dict[str, Any], build: Callable[[], WSGIApp] | None
+    ) -> None:
         self._app = app
-        self._options = options
+        self._build = build
+        self._options = {
+            "pre_fork": assign_worker_index,
+            "post_fork": pin_worker_gpu,
+            **options,
+        }
         super().__init__()
 
     def load_config(self) -> None:
@@ -87,11 +100,32 @@ class _EmbeddedApplication(BaseApplication):  # type: ignore[misc]
             if key in self.cfg.settings:  # options newer gunicorn releases added are skipped
                 self.cfg.set(key, value)
 
-    def load(self) -> Callable[..., Iterable[bytes]]:
+    def load(self) -> WSGIApp:
+        if self._app is None:
+            assert self._build is not None
+            self._app = self._build()  # in the worker: gunicorn does not preload
         return self._app
 
 
-def run_gunicorn(app: Callable[..., Iterable[bytes]], options: dict[str, Any]) -> None:
+def run_gunicorn(app: WSGIApp, options: dict[str, Any]) -> None:
     """Serve ``app`` with gunicorn until it is stopped by a signal."""
     tune_interpreter()
-    _EmbeddedApplication(app, options).run()
+    _EmbeddedApplication(app, options, None).run()
+
+
+def run_gunicorn_built_per_worker(build: Callable[[], WSGIApp], options: dict[str, Any]) -> None:
+    """Serve the app ``build()`` makes in each worker process, until stopped by a signal."""
+    tune_interpreter()
+    _EmbeddedApplication(None, options, build).run()
+
+
+def assign_worker_index(server: Any, worker: Any) -> None:
+    """gunicorn's pre_fork hook: the lowest index no live worker has (a replacement takes the
+    index of the worker it replaces)."""
+    taken = {getattr(w, "aisetl_index", None) for w in server.WORKERS.values()}
+    worker.aisetl_index = next(i for i in itertools.count() if i not in taken)
+
+
+def pin_worker_gpu(server: Any, worker: Any) -> None:
+    """gunicorn's post_fork hook: the worker sees only its GPU (``AISETL_GPUS``)."""
+    gpus.pin_from_env(getattr(worker, "aisetl_index", 0))

@@ -84,7 +84,8 @@ def _concurrency(env: Mapping[str, str]) -> int | None:
     return _int(env, "AISETL_TRANSFORM_CONCURRENCY", 1, minimum=1)
 
 
-def _gpus(env: Mapping[str, str]) -> str:
+def parse_gpus(env: Mapping[str, str]) -> str:
+    """``AISETL_GPUS`` checked and normalized: "", "auto", "none" or "0,1,..."."""
     raw = env.get("AISETL_GPUS", "").strip().lower().replace(" ", "")
     if raw in ("", "auto", "none"):
         return raw
@@ -207,5 +208,5 @@ class Settings:
             batch_concurrency=(
                 _int(env, "AISETL_BATCH_CONCURRENCY", 1, minimum=1) if batch_conc else None
             ),
-            gpus=_gpus(env),
+            gpus=parse_gpus(env),
         )

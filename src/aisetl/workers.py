@@ -1,8 +1,11 @@
 """Listening sockets and a pre-fork supervisor: N worker processes share one socket.
 
 Workers are forked after the server object was built, so models loaded in ``__init__`` are
-loaded once and shared copy-on-write. A worker that dies is replaced (an ETL container must
-never exit); SIGTERM is passed to every worker, which finishes its objects in flight.
+loaded once and shared copy-on-write (with ``AISETL_GPUS``, ``aisetl serve`` builds the server
+in each worker instead: see :mod:`aisetl.gpus`). Each worker has an index, 0 to N-1, kept by
+its replacement; with ``AISETL_GPUS`` worker *i* sees only GPU *i mod N*. A worker that dies
+is replaced (an ETL container must never exit); SIGTERM is passed to every worker, which
+finishes its objects in flight.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import sys
 import time
 from collections.abc import Callable
 from types import FrameType
+
+from aisetl import gpus
 
 LISTEN_BACKLOG = 2048
 #: How often (seconds) a thread running Python must offer the interpreter lock to others. The
@@ -56,6 +61,7 @@ def run_workers(
     """Serve ``sock`` with ``workers`` processes (in this process when ``workers`` is 1)."""
     tune_interpreter()
     if workers <= 1:
+        gpus.pin_from_env(0)
         serve(sock)
         return
     Supervisor(sock, workers, serve, grace_period, logger).run()
@@ -77,23 +83,24 @@ class Supervisor:
         self._serve = serve
         self._grace = grace_period
         self._logger = logger
-        self._children: set[int] = set()
+        self._children: dict[int, int] = {}  # pid -> worker index
         self._stopping = False
 
-    def _spawn(self) -> None:
+    def _spawn(self, index: int) -> None:
         pid = os.fork()
         if pid == 0:  # worker
             code = 0
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
+                gpus.pin_from_env(index)
                 self._serve(self._sock)
             except BaseException:
                 self._logger.exception("worker %d failed", os.getpid())
                 code = 1
             finally:
                 os._exit(code)
-        self._children.add(pid)
+        self._children[pid] = index
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if not self._stopping:
@@ -105,14 +112,14 @@ class Supervisor:
             try:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
-                self._children.discard(pid)
+                self._children.pop(pid, None)
 
     def run(self) -> None:
         """Start the workers and keep them running until asked to stop."""
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
-        for _ in range(self._workers):
-            self._spawn()
+        for index in range(self._workers):
+            self._spawn(index)
         self._logger.info("Started %d worker processes", self._workers)
         deadline: float | None = None
         while self._children:
@@ -124,7 +131,7 @@ class Supervisor:
                     try:
                         os.kill(pid, signal.SIGKILL)
                     except ProcessLookupError:
-                        self._children.discard(pid)
+                        self._children.pop(pid, None)
                 deadline = time.monotonic() + 5.0
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -133,9 +140,9 @@ class Supervisor:
             if pid == 0:
                 time.sleep(0.1)
                 continue
-            self._children.discard(pid)
+            index = self._children.pop(pid, 0)
             if not self._stopping:
                 self._logger.error("worker %d exited (status %d); starting a new one", pid, status)
                 time.sleep(_RESTART_PAUSE)
-                self._spawn()
+                self._spawn(index)
         self._sock.close()

@@ -7,9 +7,11 @@ import os
 import sys
 from typing import Any
 
+from aisetl import gpus
 from aisetl.cli.errors import CommandError
 from aisetl.config import ConfigError
 from aisetl.loader import FRAMEWORKS, LoadError, bind_framework, load_server_class
+from aisetl.per_worker import start_per_worker
 from aisetl.protocol import DEFAULT_PORT
 
 
@@ -72,9 +74,15 @@ def run(args: argparse.Namespace) -> int:
     except LoadError as exc:
         raise CommandError(str(exc)) from None
     try:
+        if gpus.wanted():  # each worker builds its server once it sees only its own GPU
+            start_per_worker(cls, args.host, args.port, args.workers)
+            return 0
         server = cls(host=args.host, port=args.port)  # type: ignore[call-arg]
     except ConfigError as exc:
         raise CommandError(str(exc)) from None
+    except OSError as exc:
+        print(f"aisetl serve: error: {exc}", file=sys.stderr)
+        return 1
     try:
         server.start(workers=args.workers)  # type: ignore[call-arg]
     except OSError as exc:
