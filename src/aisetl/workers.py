@@ -10,6 +10,7 @@ finishes its objects in flight.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -28,9 +29,37 @@ LISTEN_BACKLOG = 2048
 SWITCH_INTERVAL = 0.001
 
 
+#: Buffers up to this size come from malloc's heap instead of their own mmap (glibc)...
+MALLOC_MMAP_THRESHOLD = 64 * 1024 * 1024
+#: ...and up to this much freed heap is kept for the next objects instead of given back.
+MALLOC_TRIM_THRESHOLD = 256 * 1024 * 1024
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
 def tune_interpreter() -> None:
-    """Settings for a server process: a short interpreter-lock switch interval."""
+    """Settings for a server process: a short interpreter-lock switch interval, and malloc
+    tuned for object-sized buffers (see :func:`tune_malloc`)."""
     sys.setswitchinterval(SWITCH_INTERVAL)
+    tune_malloc()
+
+
+def tune_malloc() -> bool:
+    """Keep object-sized buffers in malloc's heap (glibc; ``False`` elsewhere).
+
+    By default glibc gives every buffer above a few MiB its own mmap and unmaps it when freed,
+    so each copy of a large object into a new buffer first faults in (and zeroes) every page:
+    about a fifth of the CPU a 16 MiB echo costs. Reusing heap memory avoids that.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return bool(
+        mallopt(_M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD)
+        and mallopt(_M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD)
+    )
 
 
 _RESTART_PAUSE = 0.5
