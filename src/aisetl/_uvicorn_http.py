@@ -9,6 +9,9 @@ For a body the handler wants whole (its size known and admitted), uvicorn would 
 64 KiB piece twice (into its buffer, then out of it), pause and resume reading each time, and
 wake the handler per piece: :func:`receive_whole` instead keeps the pieces the parser gives as
 they are and wakes the handler once, when the body is complete; the caller joins them once.
+
+A reply's status line and headers wait for its first body bytes and go out with them in one
+write (uvicorn writes them apart: two system calls per small reply instead of one).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class ETLHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
         if self.cycle is not None:
+            self.cycle.__class__ = _Cycle  # the same object, with send() below
             self.cycle.aisetl_ours = True  # type: ignore[attr-defined]
 
     def on_body(self, body: bytes) -> None:
@@ -70,3 +74,82 @@ async def receive_whole(receive: Callable[[], Awaitable[Any]]) -> list[bytes] | 
     if cycle.disconnected:
         raise ClientGone("client disconnected before the body was complete")
     return pieces
+
+
+class _Cycle(RequestResponseCycle):
+    """uvicorn's request cycle, except that the header block is written with the body."""
+
+    aisetl_held: bytes | None = None
+
+    async def send(self, message: Any) -> None:
+        if message["type"] == "http.response.start" and not self.response_started:
+            real = self.transport
+            hold = _Hold(real)
+            self.transport = hold  # type: ignore[assignment]
+            try:
+                await super().send(message)
+            finally:
+                self.transport = real
+            self.aisetl_held = hold.held
+            return
+        held = self.aisetl_held
+        if held is None:
+            await super().send(message)
+            return
+        self.aisetl_held = None
+        real = self.transport
+        first = _Prepend(real, held)
+        self.transport = first  # type: ignore[assignment]
+        try:
+            await super().send(message)
+        finally:
+            self.transport = real
+            if not first.used:  # no body bytes (HEAD, an empty body): the headers alone
+                first.flush()
+
+
+class _Hold:
+    """A transport whose writes are kept (the header block of ``http.response.start``)."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+        self.held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        self.held = data if self.held is None else self.held + data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+class _Prepend:
+    """A transport whose first write carries the held header block in front."""
+
+    SMALL = 64 * 1024  # up to this, one joined buffer; above, the two without a copy
+
+    def __init__(self, real: Any, held: bytes) -> None:
+        self._real = real
+        self._held = held
+        self.used = False
+
+    def write(self, data: bytes) -> None:
+        if self.used:
+            self._real.write(data)
+            return
+        self.used = True
+        if len(data) <= self.SMALL:
+            self._real.write(self._held + data)
+        else:
+            self._real.writelines([self._held, data])
+
+    def flush(self) -> None:
+        if not self.used:
+            self.used = True
+            self._real.write(self._held)
+
+    def close(self) -> None:
+        self.flush()
+        self._real.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
