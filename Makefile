@@ -18,17 +18,22 @@ TOOLS_VENV := .venv-tools
 UV := uv==0.13.9
 COMPILE = $(TOOLS_VENV)/bin/uv pip compile --quiet --upgrade --universal --python-version 3.10 \
 	--custom-compile-command 'make lock'
+# The CPU build of PyTorch, for the speech_detect example (pip takes it from the local wheel
+# cache; asked for by a range instead, pip would fetch a CUDA build of several GB). The lock
+# pins the same release (requirements/build.in).
+TORCH ?= torch==2.13.0
 
 .PHONY: venv ref-venv test test-oldest lock lint typecheck pytest demo bench image-check clean
 
 $(BIN)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -c $(LOCK) pip setuptools
-	$(BIN)/python -m pip install -q --no-build-isolation -c $(LOCK) -e '.[all,dev,examples]'
+	$(BIN)/python -m pip install -q -c $(LOCK) '$(TORCH)'
+	$(BIN)/python -m pip install -q --no-build-isolation -c $(LOCK) -e '.[all,dev,examples,speech]'
 	touch $@
 
 $(VENV)/.bench-installed: $(BIN)/.installed
-	$(BIN)/python -m pip install -q --no-build-isolation -c $(LOCK) -e '.[all,dev,examples,bench]'
+	$(BIN)/python -m pip install -q --no-build-isolation -c $(LOCK) -e '.[all,dev,examples,speech,bench]'
 	touch $@
 
 $(REF_VENV)/.installed: requirements/reference.in $(REF_LOCK)

@@ -8,6 +8,7 @@ is lost (and without the method, :data:`ETLThreadWorker` is gunicorn's own worke
 
 from __future__ import annotations
 
+import itertools
 import signal
 import threading
 from collections.abc import Callable, Iterable
@@ -23,7 +24,7 @@ from gunicorn.http.errors import (
 )
 from gunicorn.workers.gthread import ThreadWorker
 
-from aisetl import drain, pod
+from aisetl import drain, gpus, pod
 from aisetl._hooks import missing, warn_missing
 from aisetl.http11 import serialize
 from aisetl.reply import malformed_request_reply
@@ -124,12 +125,26 @@ if not all(issubclass(error, ParseException) for error in _CHUNK_ERRORS):
     )
 
 
-class _EmbeddedApplication(BaseApplication):  # type: ignore[misc]
-    """A gunicorn application around an app object built before the workers fork."""
+WSGIApp = Callable[..., Iterable[bytes]]
 
-    def __init__(self, app: Callable[..., Iterable[bytes]], options: dict[str, Any]) -> None:
+
+class _EmbeddedApplication(BaseApplication):  # type: ignore[misc]
+    """A gunicorn application around an app object built before the workers fork, or built
+    in each worker by ``build`` (after its GPU is pinned, see :mod:`aisetl.gpus`)."""
+
+    def __init__(
+        self, app: WSGIApp | None, options: dict[str, Any], build: Callable[[], WSGIApp] | None
+    ) -> None:
         self._app = app
-        self._options = options
+        self._build = build
+        also = options.get("post_fork")
+
+        def post_fork(server: Any, worker: Any) -> None:
+            pin_worker_gpu(server, worker)
+            if also is not None:
+                also(server, worker)
+
+        self._options = {"pre_fork": assign_worker_index, **options, "post_fork": post_fork}
         super().__init__()
 
     def load_config(self) -> None:
@@ -137,12 +152,34 @@ class _EmbeddedApplication(BaseApplication):  # type: ignore[misc]
             if key in self.cfg.settings:  # options newer gunicorn releases added are skipped
                 self.cfg.set(key, value)
 
-    def load(self) -> Callable[..., Iterable[bytes]]:
+    def load(self) -> WSGIApp:
+        if self._app is None:
+            assert self._build is not None
+            self._app = self._build()  # in the worker: gunicorn does not preload
         return self._app
 
 
-def run_gunicorn(app: Callable[..., Iterable[bytes]], options: dict[str, Any]) -> None:
+def run_gunicorn(app: WSGIApp, options: dict[str, Any]) -> None:
     """Serve ``app`` with gunicorn until it is stopped by a signal."""
     tune_interpreter()
     with pod.forking(int(options.get("workers", 1))):
-        _EmbeddedApplication(app, options).run()
+        _EmbeddedApplication(app, options, None).run()
+
+
+def run_gunicorn_built_per_worker(build: Callable[[], WSGIApp], options: dict[str, Any]) -> None:
+    """Serve the app ``build()`` makes in each worker process, until stopped by a signal."""
+    tune_interpreter()
+    with pod.forking(int(options.get("workers", 1))):
+        _EmbeddedApplication(None, options, build).run()
+
+
+def assign_worker_index(server: Any, worker: Any) -> None:
+    """gunicorn's pre_fork hook: the lowest index no live worker has (a replacement takes the
+    index of the worker it replaces)."""
+    taken = {getattr(w, "aisetl_index", None) for w in server.WORKERS.values()}
+    worker.aisetl_index = next(i for i in itertools.count() if i not in taken)
+
+
+def pin_worker_gpu(server: Any, worker: Any) -> None:
+    """gunicorn's post_fork hook: the worker sees only its GPU (``AISETL_GPUS``)."""
+    gpus.pin_from_env(getattr(worker, "aisetl_index", 0))

@@ -50,6 +50,7 @@ def etl_uvicorn_config(app: Any, host: str, port: int, settings: Settings) -> uv
         timeout_graceful_shutdown=int(settings.grace_period) or None,
         backlog=2048,
         access_log=False,
+        proxy_headers=False,  # a target connects directly: no forwarded headers to trust
         server_header=False,
         log_level="info",
         log_config=None,  # its records go through our handler (aisetl.logs)

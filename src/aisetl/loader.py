@@ -80,6 +80,7 @@ def _overrides_transform(cls: type[ETLServer]) -> bool:
     return (
         cls.transform is not ETLServer.transform
         or cls.transform_stream is not ETLServer.transform_stream
+        or cls.transform_batch is not ETLServer.transform_batch
     )
 
 

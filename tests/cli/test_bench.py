@@ -101,3 +101,16 @@ def test_plot_into_a_missing_folder_is_refused(
     argv = [ECHO_HTTP, "--plot", str(tmp_path / "no" / "c.png"), *FAST]
     assert main(["bench", *argv]) == 2
     assert "--plot" in capsys.readouterr().err
+
+
+def test_a_batching_server_reports_its_batches(capsys: pytest.CaptureFixture[str]) -> None:
+    server = str(REPO / "tests" / "transformers.py") + ":BatchPlainUpper"
+    argv = [server, "--comm", "hpush", "ws", "--size", "1KiB", "--duration", "0.5"]
+    code = main(["bench", *argv, "--warmup", "0", "--concurrency", "8", "--no-spec"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    lines = out.strip().splitlines()
+    assert [line.split()[0] for line in lines] == ["hpush", "batches:", "ws", "batches:"]
+    for summary in lines[1::2]:
+        count, mean = summary.split()[1].rstrip(","), float(summary.split()[4])
+        assert int(count) > 0 and 1 <= mean <= 8  # never more than the objects in flight

@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import csv
 import functools
+import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aisetl import comm as comms
+from aisetl.batch import BatchStats
 from aisetl.cli import server_metrics
 from aisetl.cli.errors import CommandError
 from aisetl.cli.options import add_env, add_server, add_spec, parse_env
@@ -29,7 +32,8 @@ modes:
   direct  hpush whose result the server PUTs to a second target (direct put)
 
 Every answer is checked: with --echo it must equal the object; otherwise every answer for an
-object must equal the first one (a transform must be deterministic).
+object must equal the first one (a transform must be deterministic). A server that defines
+transform_batch also reports the batches it ran during each cell (count and sizes).
 
 RSS is the server's resident memory (all its processes, Linux): "RSS A -> peak B (+C)" reads
 A when the cell started, B the highest during that cell alone (the high-water mark is reset
@@ -147,6 +151,37 @@ def line(result: CellResult) -> str:
     )
 
 
+def batch_sizes(folder: Path) -> dict[int, int]:
+    """Batch size -> batches, summed over the workers' files (``AISETL_BATCH_STATS``)."""
+    sizes: dict[int, int] = {}
+    for file in folder.glob("*.json"):
+        try:
+            counts = json.loads(file.read_text())["sizes"]
+        except (OSError, ValueError, KeyError):
+            continue
+        for size, count in counts.items():
+            sizes[int(size)] = sizes.get(int(size), 0) + int(count)
+    return sizes
+
+
+def batches_between(before: dict[int, int], folder: Path) -> dict[int, int]:
+    """The batches run since ``before`` (the workers write their counts within 0.2 s)."""
+    time.sleep(BatchStats.flush_interval * 2)
+    after = batch_sizes(folder)
+    return {s: n - before.get(s, 0) for s, n in after.items() if n > before.get(s, 0)}
+
+
+def batch_summary(sizes: dict[int, int]) -> str:
+    """``batches: 412, mean size 31.2 (1-32), most often 32``."""
+    batches = sum(sizes.values())
+    objects = sum(size * count for size, count in sizes.items())
+    common = max(sizes, key=lambda size: sizes[size])
+    return (
+        f"batches: {batches}, mean size {objects / batches:.1f} "
+        f"({min(sizes)}-{max(sizes)}), most often {common}"
+    )
+
+
 def write_csv(path: Path, results: list[CellResult]) -> None:
     """The results, one line per cell."""
     with open(path, "w", newline="") as file:
@@ -218,6 +253,7 @@ def run(args: argparse.Namespace) -> int:
     )
     results: list[CellResult] = []
     with (
+        tempfile.TemporaryDirectory(prefix="aisetl-batches-") as stats,
         tempfile.TemporaryDirectory(prefix="aisetl-bench-", dir=temp_root()) as root,
         Cluster(root, targets=2, use_uvloop=True, record=0, obj_timeout=60) as cluster,
     ):
@@ -229,7 +265,7 @@ def run(args: argparse.Namespace) -> int:
                 workers=args.workers,
                 init_timeout=stage.spec.init_timeout if stage.spec else 60.0,
                 obj_timeout=60.0,
-                extra_env=env,
+                extra_env={"AISETL_BATCH_STATS": stats, **env},
             )
         except StageError as exc:
             raise CommandError(str(exc)) from None
@@ -240,9 +276,13 @@ def run(args: argparse.Namespace) -> int:
         for size in sizes:
             generator.prepare(size, 16, data)
             for cell in (c for c in cells if c.size == size):
+                before = batch_sizes(Path(stats))
                 result = cluster.run(generator.run(cell))
                 results.append(result)
                 print(line(result), flush=True)
+                seen = batches_between(before, Path(stats))
+                if seen:
+                    print(f"       {batch_summary(seen)}", flush=True)
             generator.drop(size)
         if args.metrics:
             print(server_metrics.summary(etl.name, etl.url()), flush=True)

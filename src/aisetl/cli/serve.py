@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aisetl import gpus
 from aisetl.cli.errors import CommandError
 from aisetl.config import ConfigError
 from aisetl.loader import FRAMEWORKS, LoadError, bind_framework, load_server_class
+from aisetl.per_worker import start_per_worker
 from aisetl.protocol import DEFAULT_PORT
 
 if TYPE_CHECKING:
@@ -93,15 +95,18 @@ def run(args: argparse.Namespace) -> int:
     host = args.host or ("0.0.0.0" if in_cluster else "127.0.0.1")
     local = None if in_cluster else _start_local(args, cls.__name__, host)
     try:
-        try:
-            server = cls(host=host, port=args.port)  # type: ignore[call-arg]
-        except ConfigError as exc:
-            raise CommandError(str(exc)) from None
         if local is not None:
             from aisetl.cli.local import instructions
 
             shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
             print(instructions(local, f"http://{shown}:{args.port}"), file=sys.stderr, flush=True)
+        try:
+            if gpus.wanted():  # each worker builds its server once it sees only its own GPU
+                start_per_worker(cls, host, args.port, args.workers)
+                return 0
+            server = cls(host=host, port=args.port)  # type: ignore[call-arg]
+        except ConfigError as exc:
+            raise CommandError(str(exc)) from None
         try:
             server.start(workers=args.workers)  # type: ignore[call-arg]
         except OSError as exc:
