@@ -87,6 +87,9 @@ def _concurrency(env: Mapping[str, str]) -> int | None:
 #: How a WebSocket task failure is reported (PROTOCOL.md §7.4 has no error channel).
 WS_ERRORS_TEXT = "text"
 WS_ERRORS_CLOSE = "close"
+#: A failed task whose result was headed for another target gets an empty binary message.
+WS_ERRORS_BINARY = "binary"
+WS_ERRORS = (WS_ERRORS_TEXT, WS_ERRORS_CLOSE, WS_ERRORS_BINARY)
 
 
 @dataclass(frozen=True)
@@ -144,8 +147,8 @@ class Settings:
         if skip is None:
             skip = env.get("AIS_SKIP_VERIFY")
         ws_errors = env.get("AISETL_WS_ERRORS", WS_ERRORS_TEXT).strip().lower() or WS_ERRORS_TEXT
-        if ws_errors not in (WS_ERRORS_TEXT, WS_ERRORS_CLOSE):
-            raise ConfigError(f"AISETL_WS_ERRORS={ws_errors!r}: use 'text' or 'close'")
+        if ws_errors not in WS_ERRORS:
+            raise ConfigError(f"AISETL_WS_ERRORS={ws_errors!r}: use 'text', 'close' or 'binary'")
         cert, key = env.get("AIS_CRT") or None, env.get("AIS_CRT_KEY") or None
         workers_raw = env.get("NUM_WORKERS", "").strip()
         max_body = env.get("AISETL_MAX_BODY_SIZE", "").strip()
