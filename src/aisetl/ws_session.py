@@ -225,10 +225,14 @@ class WebSocketSession:
             except Exception as exc:
                 self._logger.exception("ws task failed unexpectedly")
                 answer = Send(f"Internal error: {type(exc).__name__}: {exc}")
-            if isinstance(answer, _Streamed):
-                going_on = await self._send_streamed(answer)
-            else:
-                going_on = await self._send_answer(answer)
+            try:
+                if isinstance(answer, _Streamed):
+                    going_on = await self._send_streamed(answer)
+                else:
+                    going_on = await self._send_answer(answer)
+            except OSError as exc:  # the target dropped the connection (a job ends that way)
+                self._flow.client_gone(exc)
+                going_on = False
             streaming = self._streaming
             if streaming is not None and future is streaming[2]:
                 streaming[1].set()
