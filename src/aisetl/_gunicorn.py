@@ -16,6 +16,7 @@ from gunicorn.http.errors import (
 )
 from gunicorn.workers.gthread import ThreadWorker
 
+from aisetl.head_deadline import HeadWatchdog, first_byte_waiting
 from aisetl.http11 import serialize
 from aisetl.reply import malformed_request_reply
 from aisetl.workers import tune_interpreter
@@ -27,6 +28,12 @@ _STATUS = {LimitRequestLine: 414, LimitRequestHeaders: 431}
 
 
 _request = threading.local()
+#: How long a worker thread waits for a new connection's first byte before gunicorn's own wait.
+_FIRST_BYTE_WAIT = 5.0
+#: The option of :func:`run_gunicorn` that carries ``AISETL_HEADER_TIMEOUT`` to the workers
+#: (not a gunicorn setting: the workers are forked from the process that sets it).
+HEADER_TIMEOUT_OPTION = "aisetl_header_timeout"
+_header_timeout = 5.0
 
 
 class ConnectionGone(Exception):
@@ -51,7 +58,26 @@ class ETLThreadWorker(ThreadWorker):  # type: ignore[misc]
     which a reply from the application could not make it do. Other errors are gunicorn's.
     """
 
+    head_deadline: HeadWatchdog | None = None
+
+    def handle(self, conn: Any) -> Any:
+        # The header-read deadline (gunicorn has none): from the request's first byte on.
+        watchdog = self.head_deadline
+        if watchdog is None:
+            watchdog = self.head_deadline = HeadWatchdog(_header_timeout)
+        if not watchdog.seconds or not first_byte_waiting(conn.sock, _FIRST_BYTE_WAIT):
+            return super().handle(conn)  # idle: gunicorn parks it (keep-alive timeout)
+        _request.head = watchdog.arm(conn.sock)
+        try:
+            return super().handle(conn)
+        finally:
+            watchdog.disarm(_request.head)
+            _request.head = None
+
     def handle_request(self, req: Any, conn: Any) -> Any:
+        head = getattr(_request, "head", None)
+        if head is not None and self.head_deadline and not self.head_deadline.disarm(head):
+            return False  # answered 408 while the head was read: close
         _request.headers = req.headers
         try:
             return super().handle_request(req, conn)
@@ -59,6 +85,9 @@ class ETLThreadWorker(ThreadWorker):  # type: ignore[misc]
             _request.headers = None
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        if HeadWatchdog.late(getattr(_request, "head", None)):
+            self.log.info("request head from %s not complete in time: answered 408", addr)
+            return
         if isinstance(exc, ConnectionGone):
             self.log.info("client %s went away: %s", addr, exc)
             return
@@ -93,5 +122,7 @@ class _EmbeddedApplication(BaseApplication):  # type: ignore[misc]
 
 def run_gunicorn(app: Callable[..., Iterable[bytes]], options: dict[str, Any]) -> None:
     """Serve ``app`` with gunicorn until it is stopped by a signal."""
+    global _header_timeout
+    _header_timeout = float(options.get(HEADER_TIMEOUT_OPTION, _header_timeout))
     tune_interpreter()
     _EmbeddedApplication(app, options).run()

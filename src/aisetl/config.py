@@ -124,6 +124,7 @@ class Settings:
     transform_concurrency: int | None = None  # None: learned (see aisetl.limiter)
     grace_period: float = 25.0
     keepalive_timeout: float = 75.0
+    header_timeout: float = 5.0  # 0: no header-read deadline
     ws_errors: str = WS_ERRORS_TEXT
     ws_inflight: int = 16
     ws_frames: bool = True
@@ -178,6 +179,7 @@ class Settings:
             transform_concurrency=_concurrency(env),
             grace_period=_seconds(env, "AISETL_GRACE_PERIOD", 25.0),
             keepalive_timeout=_seconds(env, "AISETL_KEEPALIVE_TIMEOUT", 75.0, 1.0),
+            header_timeout=_seconds(env, "AISETL_HEADER_TIMEOUT", 5.0),
             ws_errors=ws_errors,
             ws_inflight=_int(env, "AISETL_WS_INFLIGHT", 16, minimum=1),
             ws_frames=parse_bool(env.get("AISETL_WS_FRAMES", "true")),
