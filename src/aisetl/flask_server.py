@@ -62,6 +62,9 @@ class FlaskServer(ETLServer):
             "accesslog": None,
             "loglevel": "info",
             "control_socket_disable": True,
+            # gunicorn stops accepting at 1000 connections per worker: a target keeps more
+            "worker_connections": 16384,
+            "aisetl_header_timeout": s.header_timeout,
         }
 
     def start(self, workers: int | None = None) -> None:
