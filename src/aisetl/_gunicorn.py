@@ -18,6 +18,7 @@ from gunicorn.workers.gthread import ThreadWorker
 
 from aisetl.head_deadline import HeadWatchdog, first_byte_waiting
 from aisetl.http11 import serialize
+from aisetl.probe_fastpath import answer_waiting_probe
 from aisetl.reply import malformed_request_reply
 from aisetl.workers import tune_interpreter
 
@@ -60,6 +61,9 @@ class ETLThreadWorker(ThreadWorker):  # type: ignore[misc]
 
     head_deadline: HeadWatchdog | None = None
 
+    def accept(self, listener: Any) -> None:
+        super().accept(_ProbeAnsweringListener(listener))
+
     def handle(self, conn: Any) -> Any:
         # The header-read deadline (gunicorn has none): from the request's first byte on.
         watchdog = self.head_deadline
@@ -101,6 +105,24 @@ class ETLThreadWorker(ThreadWorker):  # type: ignore[misc]
             client.sendall(serialize(malformed_request_reply(status, str(exc))))
         except OSError:
             self.log.debug("could not answer a malformed request from %s", addr)
+
+
+class _ProbeAnsweringListener:
+    """A listening socket whose ``accept`` answers readiness probes that already arrived
+    (:mod:`aisetl.probe_fastpath`) and returns the next other connection."""
+
+    def __init__(self, listener: Any) -> None:
+        self._listener = listener
+
+    def accept(self) -> tuple[Any, Any]:
+        while True:  # ends with a connection, or EAGAIN (gunicorn's accept expects it)
+            sock, addr = self._listener.accept()
+            if not answer_waiting_probe(sock):
+                return sock, addr
+            sock.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._listener, name)
 
 
 class _EmbeddedApplication(BaseApplication):  # type: ignore[misc]

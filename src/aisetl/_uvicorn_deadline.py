@@ -1,4 +1,5 @@
-"""uvicorn's HTTP protocol with the header-read deadline (:mod:`aisetl.head_deadline`).
+"""uvicorn's HTTP protocol with the header-read deadline (:mod:`aisetl.head_deadline`) and
+readiness probes answered as their connection is made (:mod:`aisetl.probe_fastpath`).
 
 uvicorn times idle keep-alive connections out, but not a request head that arrives a byte at a
 time. Here a timer starts at a request's first byte and stops when its head is parsed; when it
@@ -13,6 +14,7 @@ from typing import Any
 from aisetl._uvicorn_http import ETLHttpToolsProtocol
 from aisetl.head_deadline import head_timeout_reply
 from aisetl.http11 import serialize
+from aisetl.probe_fastpath import answer_waiting_probe_fd
 
 
 class DeadlineHttpToolsProtocol(ETLHttpToolsProtocol):
@@ -23,6 +25,16 @@ class DeadlineHttpToolsProtocol(ETLHttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return
+        answer = answer_waiting_probe_fd(sock.fileno(), sock.family)
+        if answer is not None:  # a readiness probe, answered ahead of the loop's queue
+            transport.write(answer)
+            transport.close()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

@@ -23,6 +23,7 @@ from aisetl.edge import Body, Headers, Refused, RequestHead, content_length
 from aisetl.flow import Flow
 from aisetl.head_deadline import HeadWatchdog
 from aisetl.http11 import BodyReader, body_reader, drain, read_all, write_reply
+from aisetl.probe_fastpath import answer_waiting_probe
 from aisetl.protocol import DEFAULT_PORT, is_health_check
 from aisetl.reply import Reply, health_reply, malformed_request_reply
 from aisetl.server import ETLServer
@@ -94,6 +95,13 @@ class ThreadingETLHTTPServer(socketserver.ThreadingMixIn, HTTPServer):
         self.stopping = False
         self._in_flight = 0
         self._idle = threading.Condition()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Start a connection's thread, unless it is a probe answered right here."""
+        if answer_waiting_probe(request):
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
 
     def begin_request(self) -> None:
         """Count a request in flight."""
