@@ -5,7 +5,7 @@ REF_VENV := .venv-ref
 BIN := $(VENV)/bin
 REF_AISTORE := aistore[etl]==2.0.0
 
-.PHONY: venv ref-venv test lint typecheck pytest demo bench image-check clean
+.PHONY: venv ref-venv test lint typecheck pytest demo bench reliability image-check clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,8 @@ venv: $(BIN)/.installed
 ref-venv: $(REF_VENV)/.installed
 
 lint: venv
-	$(BIN)/ruff check src tests examples benchmarks docker
-	$(BIN)/ruff format --check src tests examples benchmarks docker
+	$(BIN)/ruff check src tests examples benchmarks docker reliability
+	$(BIN)/ruff format --check src tests examples benchmarks docker reliability
 
 typecheck: venv
 	$(BIN)/mypy
@@ -43,6 +43,12 @@ demo: venv
 # `make bench` runs the quick preset; pass more with ARGS, e.g. make bench ARGS="--full --docs"
 bench: $(VENV)/.bench-installed ref-venv
 	AISETL_REFERENCE_PYTHON=$(abspath $(REF_VENV))/bin/python $(BIN)/python -m benchmarks.run $(ARGS)
+
+# Not part of `make test` (about 10 minutes): hop faults x comm types, floods, slowloris,
+# seeded fuzz, SIGTERM and a soak against every server under `aisetl serve`; ARGS="--docs"
+# writes docs/reliability.md, e.g. ARGS="--only fuzz,soak --servers flask --soak 20".
+reliability: venv
+	$(BIN)/python -m reliability.run $(ARGS)
 
 # Opt-in (not part of `make test`): build the runtime image, an example and an `aisetl new`
 # project with docker, and drive each container through the emulated target. Needs a
