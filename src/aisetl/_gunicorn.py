@@ -18,7 +18,7 @@ from gunicorn.workers.gthread import ThreadWorker
 
 from aisetl.head_deadline import HeadWatchdog, first_byte_waiting
 from aisetl.http11 import serialize
-from aisetl.probe_fastpath import answer_waiting_probe
+from aisetl.probe_fastpath import answer_waiting_probe, defer_accept
 from aisetl.reply import malformed_request_reply
 from aisetl.workers import tune_interpreter
 
@@ -60,6 +60,11 @@ class ETLThreadWorker(ThreadWorker):  # type: ignore[misc]
     """
 
     head_deadline: HeadWatchdog | None = None
+
+    def init_process(self) -> None:
+        for listener in self.sockets:  # gunicorn's own listening sockets
+            defer_accept(getattr(listener, "sock", listener))
+        super().init_process()
 
     def accept(self, listener: Any) -> None:
         super().accept(_ProbeAnsweringListener(listener))
