@@ -23,7 +23,7 @@ COMPILE = $(TOOLS_VENV)/bin/uv pip compile --quiet --upgrade --universal --pytho
 # pins the same release (requirements/build.in).
 TORCH ?= torch==2.13.0
 
-.PHONY: venv ref-venv test test-oldest lock lint typecheck pytest demo bench image-check clean
+.PHONY: venv ref-venv test test-oldest lock lint typecheck pytest demo bench reliability image-check clean
 
 $(BIN)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -50,8 +50,8 @@ venv: $(BIN)/.installed
 ref-venv: $(REF_VENV)/.installed
 
 lint: venv
-	$(BIN)/ruff check src tests examples benchmarks docker
-	$(BIN)/ruff format --check src tests examples benchmarks docker
+	$(BIN)/ruff check src tests examples benchmarks docker reliability
+	$(BIN)/ruff format --check src tests examples benchmarks docker reliability
 
 typecheck: venv
 	$(BIN)/mypy
@@ -81,6 +81,12 @@ demo: venv
 # `make bench` runs the quick preset; pass more with ARGS, e.g. make bench ARGS="--full --docs"
 bench: $(VENV)/.bench-installed ref-venv
 	AISETL_REFERENCE_PYTHON=$(abspath $(REF_VENV))/bin/python $(BIN)/python -m benchmarks.run $(ARGS)
+
+# Not part of `make test` (about 10 minutes): hop faults x comm types, floods, slowloris,
+# seeded fuzz, SIGTERM and a soak against every server under `aisetl serve`; ARGS="--docs"
+# writes docs/reliability.md, e.g. ARGS="--only fuzz,soak --servers flask --soak 20".
+reliability: venv
+	$(BIN)/python -m reliability.run $(ARGS)
 
 # Opt-in (not part of `make test`): build the runtime image, an example and an `aisetl new`
 # project with docker, and drive each container through the emulated target. Needs a

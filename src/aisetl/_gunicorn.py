@@ -26,7 +26,9 @@ from gunicorn.workers.gthread import ThreadWorker
 
 from aisetl import drain, gpus, pod
 from aisetl._hooks import missing, warn_missing
+from aisetl.head_deadline import HeadWatchdog, first_byte_waiting
 from aisetl.http11 import serialize
+from aisetl.probe_fastpath import answer_waiting_probe, defer_accept
 from aisetl.reply import malformed_request_reply
 from aisetl.watch import in_flight
 from aisetl.workers import tune_interpreter
@@ -48,6 +50,12 @@ LOST = (
 
 
 _request = threading.local()
+#: How long a worker thread waits for a new connection's first byte before gunicorn's own wait.
+_FIRST_BYTE_WAIT = 5.0
+#: The option of :func:`run_gunicorn` that carries ``AISETL_HEADER_TIMEOUT`` to the workers
+#: (not a gunicorn setting: the workers are forked from the process that sets it).
+HEADER_TIMEOUT_OPTION = "aisetl_header_timeout"
+_header_timeout = 5.0
 
 
 class ConnectionGone(Exception):
@@ -83,7 +91,34 @@ class ParseErrorWorker(ThreadWorker):  # type: ignore[misc]
             target=drain.then(lambda: stop(sig, frame), in_flight, grace), daemon=True
         ).start()
 
+    head_deadline: HeadWatchdog | None = None
+
+    def init_process(self) -> None:
+        for listener in self.sockets:  # gunicorn's own listening sockets
+            defer_accept(getattr(listener, "sock", listener))
+        super().init_process()
+
+    def accept(self, listener: Any) -> None:
+        super().accept(_ProbeAnsweringListener(listener))
+
+    def handle(self, conn: Any) -> Any:
+        # The header-read deadline (gunicorn has none): from the request's first byte on.
+        watchdog = self.head_deadline
+        if watchdog is None:
+            watchdog = self.head_deadline = HeadWatchdog(_header_timeout)
+        if not watchdog.seconds or not first_byte_waiting(conn.sock, _FIRST_BYTE_WAIT):
+            return super().handle(conn)  # idle: gunicorn parks it (keep-alive timeout)
+        _request.head = watchdog.arm(conn.sock)
+        try:
+            return super().handle(conn)
+        finally:
+            watchdog.disarm(_request.head)
+            _request.head = None
+
     def handle_request(self, req: Any, conn: Any) -> Any:
+        head = getattr(_request, "head", None)
+        if head is not None and self.head_deadline and not self.head_deadline.disarm(head):
+            return False  # answered 408 while the head was read: close
         _request.headers = req.headers
         try:
             return super().handle_request(req, conn)
@@ -91,6 +126,9 @@ class ParseErrorWorker(ThreadWorker):  # type: ignore[misc]
             _request.headers = None
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        if HeadWatchdog.late(getattr(_request, "head", None)):
+            self.log.info("request head from %s not complete in time: answered 408", addr)
+            return
         if isinstance(exc, ConnectionGone):
             self.log.info("client %s went away: %s", addr, exc)
             return
@@ -104,6 +142,24 @@ class ParseErrorWorker(ThreadWorker):  # type: ignore[misc]
             client.sendall(serialize(malformed_request_reply(status, str(exc))))
         except OSError:
             self.log.debug("could not answer a malformed request from %s", addr)
+
+
+class _ProbeAnsweringListener:
+    """A listening socket whose ``accept`` answers readiness probes that already arrived
+    (:mod:`aisetl.probe_fastpath`) and returns the next other connection."""
+
+    def __init__(self, listener: Any) -> None:
+        self._listener = listener
+
+    def accept(self) -> tuple[Any, Any]:
+        while True:  # ends with a connection, or EAGAIN (gunicorn's accept expects it)
+            sock, addr = self._listener.accept()
+            if not answer_waiting_probe(sock):
+                return sock, addr
+            sock.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._listener, name)
 
 
 def missing_hooks(base: type) -> list[str]:
@@ -161,16 +217,20 @@ class _EmbeddedApplication(BaseApplication):  # type: ignore[misc]
 
 def run_gunicorn(app: WSGIApp, options: dict[str, Any]) -> None:
     """Serve ``app`` with gunicorn until it is stopped by a signal."""
-    tune_interpreter()
-    with pod.forking(int(options.get("workers", 1))):
-        _EmbeddedApplication(app, options, None).run()
+    _run(app, None, options)
 
 
 def run_gunicorn_built_per_worker(build: Callable[[], WSGIApp], options: dict[str, Any]) -> None:
     """Serve the app ``build()`` makes in each worker process, until stopped by a signal."""
+    _run(None, build, options)
+
+
+def _run(app: WSGIApp | None, build: Callable[[], WSGIApp] | None, options: dict[str, Any]) -> None:
+    global _header_timeout
+    _header_timeout = float(options.get(HEADER_TIMEOUT_OPTION, _header_timeout))
     tune_interpreter()
     with pod.forking(int(options.get("workers", 1))):
-        _EmbeddedApplication(None, options, build).run()
+        _EmbeddedApplication(app, options, build).run()
 
 
 def assign_worker_index(server: Any, worker: Any) -> None:

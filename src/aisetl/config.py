@@ -117,6 +117,9 @@ WS_ERRORS_CLOSE = "close"
 #: Log formats (``AISETL_LOG_FORMAT``).
 LOG_TEXT = "text"
 LOG_JSON = "json"
+#: A failed task whose result was headed for another target gets an empty binary message.
+WS_ERRORS_BINARY = "binary"
+WS_ERRORS = (WS_ERRORS_TEXT, WS_ERRORS_CLOSE, WS_ERRORS_BINARY)
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,7 @@ class Settings:
     transform_concurrency: int | None = None  # None: learned (see aisetl.limiter)
     grace_period: float = 25.0
     keepalive_timeout: float = 75.0
+    header_timeout: float = 5.0  # 0: no header-read deadline
     ws_errors: str = WS_ERRORS_TEXT
     ws_inflight: int = 128
     ws_frames: bool = True
@@ -186,8 +190,8 @@ class Settings:
         if skip is None:
             skip = env.get("AIS_SKIP_VERIFY")
         ws_errors = env.get("AISETL_WS_ERRORS", WS_ERRORS_TEXT).strip().lower() or WS_ERRORS_TEXT
-        if ws_errors not in (WS_ERRORS_TEXT, WS_ERRORS_CLOSE):
-            raise ConfigError(f"AISETL_WS_ERRORS={ws_errors!r}: use 'text' or 'close'")
+        if ws_errors not in WS_ERRORS:
+            raise ConfigError(f"AISETL_WS_ERRORS={ws_errors!r}: use 'text', 'close' or 'binary'")
         cert, key = env.get("AIS_CRT") or None, env.get("AIS_CRT_KEY") or None
         workers_raw = env.get("NUM_WORKERS", "").strip()
         max_body = env.get("AISETL_MAX_BODY_SIZE", "").strip()
@@ -226,6 +230,7 @@ class Settings:
             transform_concurrency=_concurrency(env),
             grace_period=_seconds(env, "AISETL_GRACE_PERIOD", 25.0),
             keepalive_timeout=_seconds(env, "AISETL_KEEPALIVE_TIMEOUT", 75.0, 1.0),
+            header_timeout=_seconds(env, "AISETL_HEADER_TIMEOUT", 5.0),
             ws_errors=ws_errors,
             ws_inflight=_int(env, "AISETL_WS_INFLIGHT", 128, minimum=1),
             ws_frames=parse_bool(env.get("AISETL_WS_FRAMES", "true")),

@@ -14,7 +14,7 @@ from typing import Any, BinaryIO
 from flask import Flask
 from werkzeug.exceptions import HTTPException
 
-from aisetl._gunicorn import ConnectionGone
+from aisetl._gunicorn import HEADER_TIMEOUT_OPTION, ConnectionGone
 from aisetl._gunicorn_pod import POD_OPTIONS
 from aisetl.config import Settings
 from aisetl.deadline import peer_closed
@@ -80,6 +80,9 @@ def gunicorn_options(
         "accesslog": None,
         "loglevel": "info",
         "control_socket_disable": True,
+        # gunicorn stops accepting at 1000 connections per worker: a target keeps more
+        "worker_connections": 16384,
+        HEADER_TIMEOUT_OPTION: s.header_timeout,
         **POD_OPTIONS,
     }
 
