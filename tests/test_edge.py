@@ -228,8 +228,9 @@ def test_settings_set_in_init_take_effect(monkeypatch: pytest.MonkeyPatch) -> No
     server.flow  # noqa: B018 - serving starts: the flow is built from these settings
     with pytest.raises(AttributeError, match="before the server serves its first object"):
         server.direct_put_retries = 1
+    fresh = Tuned()
     with pytest.raises(ValueError, match="must not be negative"):
-        Tuned.direct_put_retries.fset(Tuned.__new__(Tuned), -1)  # type: ignore[attr-defined]
+        fresh.direct_put_retries = -1
 
 
 @pytest.mark.parametrize(

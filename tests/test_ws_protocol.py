@@ -148,3 +148,41 @@ def test_a_streamed_failure() -> None:
         "failed after the first part"
     )
     assert tasks.stream_failed(failed, request("a"), started=True) == Close(CLOSE_FAILED)
+
+
+DESTINATION = "http://127.0.0.1:9/v1/objects/dst/o?uuid=j"
+STAGE = "http://127.0.0.1:8"
+
+# AISETL_WS_ERRORS=binary: (hop list of the failed task, its answer)
+BINARY = [
+    pytest.param(DESTINATION, Send(b""), id="result owned by another target: empty binary"),
+    pytest.param(f"{STAGE},{DESTINATION}", Send(b""), id="stages, then another target"),
+    pytest.param(STAGE, Send("boom"), id="last hop a stage (local writer): text"),
+    pytest.param(f"{DESTINATION},{STAGE}", Send("boom"), id="ends at a stage: text"),
+    pytest.param("", Send("boom"), id="no hops (local writer): text"),
+    pytest.param("http://[::1", Send("boom"), id="not a URL: text"),
+]
+
+
+@pytest.mark.parametrize(("pipeline", "answer"), BINARY)
+def test_binary_errors_only_where_a_target_has_no_writer(pipeline: str, answer: Send) -> None:
+    tasks = WsTasks(LOG, errors="binary")
+    failed = Reply(500, {}, b"boom")
+    assert tasks.answer(failed, request("a", pipeline=pipeline)) == answer
+    assert tasks.stream_failed(failed, request("a", pipeline=pipeline), started=False) == answer
+    assert tasks.stream_failed(failed, request("a", pipeline=pipeline), started=True) == Close(
+        CLOSE_FAILED
+    )
+
+
+def test_binary_errors_keep_successes_and_bad_control_messages_as_they_were(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    tasks = WsTasks(LOG, errors="binary")
+    delivered = Reply(204, {"Ais-Direct-Put-Length": "3"})
+    assert tasks.answer(delivered, request("a", pipeline=DESTINATION)) == Send("3")
+    answer = tasks.receive(b"not json")[0].answer  # type: ignore[union-attr]
+    assert isinstance(answer, Send) and isinstance(answer.data, str)
+    with caplog.at_level(logging.ERROR, logger="test-ws"):
+        tasks.answer(Reply(502, {}, b"hop down"), request("a", pipeline=DESTINATION))
+    assert "answering with an empty binary message (AISETL_WS_ERRORS=binary)" in caplog.text

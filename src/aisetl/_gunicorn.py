@@ -1,7 +1,14 @@
-"""Run a WSGI app object under gunicorn, configured in code (no config file, no argv)."""
+"""Run a WSGI app object under gunicorn, configured in code (no config file, no argv).
+
+The worker's answer to a malformed request relies on parts of gunicorn that are not public
+(:data:`GUNICORN_METHODS`, :data:`GUNICORN_ATTRIBUTES`, chunk errors that are parse errors),
+checked at import; where one is missing, a :class:`~aisetl._hooks.DependencyWarning` says what
+is lost (and without the method, :data:`ETLThreadWorker` is gunicorn's own worker).
+"""
 
 from __future__ import annotations
 
+import itertools
 import signal
 import threading
 from collections.abc import Callable, Iterable
@@ -17,19 +24,38 @@ from gunicorn.http.errors import (
 )
 from gunicorn.workers.gthread import ThreadWorker
 
-from aisetl import drain, pod
+from aisetl import drain, gpus, pod
+from aisetl._hooks import missing, warn_missing
+from aisetl.head_deadline import HeadWatchdog, first_byte_waiting
 from aisetl.http11 import serialize
+from aisetl.probe_fastpath import answer_waiting_probe, defer_accept
 from aisetl.reply import malformed_request_reply
 from aisetl.watch import in_flight
 from aisetl.workers import tune_interpreter
 
-#: What the client sent wrong (chunk errors are IOErrors before gunicorn 23).
-_PARSE_ERRORS = (ParseException, InvalidChunkSize, ChunkMissingTerminator)
+#: What the client sent wrong. (Before gunicorn 27 the chunk errors were IOErrors, which the
+#: threaded worker takes for a lost connection: it closes it without calling handle_error.)
+_CHUNK_ERRORS = (InvalidChunkSize, ChunkMissingTerminator)
+_PARSE_ERRORS = (ParseException, *_CHUNK_ERRORS)
 #: Parse errors whose status gunicorn does not keep on the exception.
 _STATUS = {LimitRequestLine: 414, LimitRequestHeaders: 431}
+#: The worker's method the subclass overrides, and the state it reads.
+GUNICORN_METHODS = ("handle_error", "handle_request", "handle_exit")
+GUNICORN_ATTRIBUTES = ("log",)
+LOST = (
+    "a request gunicorn cannot parse gets gunicorn's own HTML error page "
+    "instead of aisetl's plain-text error, and repeated headers reach the server joined by "
+    "commas (which copy of Ais-Node-Url came first is lost)"
+)
 
 
 _request = threading.local()
+#: How long a worker thread waits for a new connection's first byte before gunicorn's own wait.
+_FIRST_BYTE_WAIT = 5.0
+#: The option of :func:`run_gunicorn` that carries ``AISETL_HEADER_TIMEOUT`` to the workers
+#: (not a gunicorn setting: the workers are forked from the process that sets it).
+HEADER_TIMEOUT_OPTION = "aisetl_header_timeout"
+_header_timeout = 5.0
 
 
 class ConnectionGone(Exception):
@@ -46,7 +72,7 @@ def current_headers() -> list[tuple[str, str]] | None:
     return headers
 
 
-class ETLThreadWorker(ThreadWorker):  # type: ignore[misc]
+class ParseErrorWorker(ThreadWorker):  # type: ignore[misc]
     """gunicorn's threaded worker; a request it cannot parse is answered in our error format.
 
     (gunicorn's own answer is an HTML page.) This covers a body with broken chunk framing too:
@@ -65,7 +91,34 @@ class ETLThreadWorker(ThreadWorker):  # type: ignore[misc]
             target=drain.then(lambda: stop(sig, frame), in_flight, grace), daemon=True
         ).start()
 
+    head_deadline: HeadWatchdog | None = None
+
+    def init_process(self) -> None:
+        for listener in self.sockets:  # gunicorn's own listening sockets
+            defer_accept(getattr(listener, "sock", listener))
+        super().init_process()
+
+    def accept(self, listener: Any) -> None:
+        super().accept(_ProbeAnsweringListener(listener))
+
+    def handle(self, conn: Any) -> Any:
+        # The header-read deadline (gunicorn has none): from the request's first byte on.
+        watchdog = self.head_deadline
+        if watchdog is None:
+            watchdog = self.head_deadline = HeadWatchdog(_header_timeout)
+        if not watchdog.seconds or not first_byte_waiting(conn.sock, _FIRST_BYTE_WAIT):
+            return super().handle(conn)  # idle: gunicorn parks it (keep-alive timeout)
+        _request.head = watchdog.arm(conn.sock)
+        try:
+            return super().handle(conn)
+        finally:
+            watchdog.disarm(_request.head)
+            _request.head = None
+
     def handle_request(self, req: Any, conn: Any) -> Any:
+        head = getattr(_request, "head", None)
+        if head is not None and self.head_deadline and not self.head_deadline.disarm(head):
+            return False  # answered 408 while the head was read: close
         _request.headers = req.headers
         try:
             return super().handle_request(req, conn)
@@ -73,6 +126,9 @@ class ETLThreadWorker(ThreadWorker):  # type: ignore[misc]
             _request.headers = None
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        if HeadWatchdog.late(getattr(_request, "head", None)):
+            self.log.info("request head from %s not complete in time: answered 408", addr)
+            return
         if isinstance(exc, ConnectionGone):
             self.log.info("client %s went away: %s", addr, exc)
             return
@@ -88,12 +144,63 @@ class ETLThreadWorker(ThreadWorker):  # type: ignore[misc]
             self.log.debug("could not answer a malformed request from %s", addr)
 
 
-class _EmbeddedApplication(BaseApplication):  # type: ignore[misc]
-    """A gunicorn application around an app object built before the workers fork."""
+class _ProbeAnsweringListener:
+    """A listening socket whose ``accept`` answers readiness probes that already arrived
+    (:mod:`aisetl.probe_fastpath`) and returns the next other connection."""
 
-    def __init__(self, app: Callable[..., Iterable[bytes]], options: dict[str, Any]) -> None:
+    def __init__(self, listener: Any) -> None:
+        self._listener = listener
+
+    def accept(self) -> tuple[Any, Any]:
+        while True:  # ends with a connection, or EAGAIN (gunicorn's accept expects it)
+            sock, addr = self._listener.accept()
+            if not answer_waiting_probe(sock):
+                return sock, addr
+            sock.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._listener, name)
+
+
+def missing_hooks(base: type) -> list[str]:
+    """What of :data:`GUNICORN_METHODS` and :data:`GUNICORN_ATTRIBUTES` ``base`` lacks."""
+    return missing(base, GUNICORN_METHODS, GUNICORN_ATTRIBUTES)
+
+
+#: The worker class named in gunicorn's options (checked once, at import).
+ETLThreadWorker: type[Any] = (
+    ThreadWorker
+    if warn_missing("gunicorn", missing_hooks(ThreadWorker), LOST)
+    else ParseErrorWorker
+)
+if not all(issubclass(error, ParseException) for error in _CHUNK_ERRORS):
+    warn_missing(
+        "gunicorn",
+        ["chunk errors that are parse errors (it raises IOErrors)"],
+        "a body with broken chunk framing ends the connection without an answer",
+    )
+
+
+WSGIApp = Callable[..., Iterable[bytes]]
+
+
+class _EmbeddedApplication(BaseApplication):  # type: ignore[misc]
+    """A gunicorn application around an app object built before the workers fork, or built
+    in each worker by ``build`` (after its GPU is pinned, see :mod:`aisetl.gpus`)."""
+
+    def __init__(
+        self, app: WSGIApp | None, options: dict[str, Any], build: Callable[[], WSGIApp] | None
+    ) -> None:
         self._app = app
-        self._options = options
+        self._build = build
+        also = options.get("post_fork")
+
+        def post_fork(server: Any, worker: Any) -> None:
+            pin_worker_gpu(server, worker)
+            if also is not None:
+                also(server, worker)
+
+        self._options = {"pre_fork": assign_worker_index, **options, "post_fork": post_fork}
         super().__init__()
 
     def load_config(self) -> None:
@@ -101,12 +208,38 @@ class _EmbeddedApplication(BaseApplication):  # type: ignore[misc]
             if key in self.cfg.settings:  # options newer gunicorn releases added are skipped
                 self.cfg.set(key, value)
 
-    def load(self) -> Callable[..., Iterable[bytes]]:
+    def load(self) -> WSGIApp:
+        if self._app is None:
+            assert self._build is not None
+            self._app = self._build()  # in the worker: gunicorn does not preload
         return self._app
 
 
-def run_gunicorn(app: Callable[..., Iterable[bytes]], options: dict[str, Any]) -> None:
+def run_gunicorn(app: WSGIApp, options: dict[str, Any]) -> None:
     """Serve ``app`` with gunicorn until it is stopped by a signal."""
+    _run(app, None, options)
+
+
+def run_gunicorn_built_per_worker(build: Callable[[], WSGIApp], options: dict[str, Any]) -> None:
+    """Serve the app ``build()`` makes in each worker process, until stopped by a signal."""
+    _run(None, build, options)
+
+
+def _run(app: WSGIApp | None, build: Callable[[], WSGIApp] | None, options: dict[str, Any]) -> None:
+    global _header_timeout
+    _header_timeout = float(options.get(HEADER_TIMEOUT_OPTION, _header_timeout))
     tune_interpreter()
     with pod.forking(int(options.get("workers", 1))):
-        _EmbeddedApplication(app, options).run()
+        _EmbeddedApplication(app, options, build).run()
+
+
+def assign_worker_index(server: Any, worker: Any) -> None:
+    """gunicorn's pre_fork hook: the lowest index no live worker has (a replacement takes the
+    index of the worker it replaces)."""
+    taken = {getattr(w, "aisetl_index", None) for w in server.WORKERS.values()}
+    worker.aisetl_index = next(i for i in itertools.count() if i not in taken)
+
+
+def pin_worker_gpu(server: Any, worker: Any) -> None:
+    """gunicorn's post_fork hook: the worker sees only its GPU (``AISETL_GPUS``)."""
+    gpus.pin_from_env(getattr(worker, "aisetl_index", 0))

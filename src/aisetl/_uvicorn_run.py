@@ -23,7 +23,7 @@ from typing import Any
 import uvicorn
 
 from aisetl import drain
-from aisetl._uvicorn_http import ETLHttpToolsProtocol
+from aisetl._uvicorn_deadline import with_header_timeout
 from aisetl._uvicorn_ws import FrameWebSocketProtocol
 from aisetl.config import Settings
 from aisetl.watch import in_flight
@@ -45,11 +45,12 @@ def etl_uvicorn_config(app: Any, host: str, port: int, settings: Settings) -> uv
         ws_ping_timeout=None,
         ws_per_message_deflate=False,
         ws=(FrameWebSocketProtocol if settings.ws_frames else None) or "auto",
-        http=ETLHttpToolsProtocol,
+        http=with_header_timeout(settings.header_timeout),
         timeout_keep_alive=int(settings.keepalive_timeout),
         timeout_graceful_shutdown=int(settings.grace_period) or None,
         backlog=2048,
         access_log=False,
+        proxy_headers=False,  # a target connects directly: no forwarded headers to trust
         server_header=False,
         log_level="info",
         log_config=None,  # its records go through our handler (aisetl.logs)

@@ -98,12 +98,28 @@ def _concurrency(env: Mapping[str, str]) -> int | None:
     return _int(env, "AISETL_TRANSFORM_CONCURRENCY", 1, minimum=1)
 
 
+def parse_gpus(env: Mapping[str, str]) -> str:
+    """``AISETL_GPUS`` checked and normalized: "", "auto", "none" or "0,1,..."."""
+    raw = env.get("AISETL_GPUS", "").strip().lower().replace(" ", "")
+    if raw in ("", "auto", "none"):
+        return raw
+    ids = raw.split(",")
+    if not all(ids):
+        raise ConfigError(
+            f"AISETL_GPUS={raw!r}: use 'auto', 'none' or GPU indices or UUIDs such as 0,1"
+        )
+    return ",".join(ids)
+
+
 #: How a WebSocket task failure is reported (PROTOCOL.md §7.4 has no error channel).
 WS_ERRORS_TEXT = "text"
 WS_ERRORS_CLOSE = "close"
 #: Log formats (``AISETL_LOG_FORMAT``).
 LOG_TEXT = "text"
 LOG_JSON = "json"
+#: A failed task whose result was headed for another target gets an empty binary message.
+WS_ERRORS_BINARY = "binary"
+WS_ERRORS = (WS_ERRORS_TEXT, WS_ERRORS_CLOSE, WS_ERRORS_BINARY)
 
 
 @dataclass(frozen=True)
@@ -138,8 +154,9 @@ class Settings:
     transform_concurrency: int | None = None  # None: learned (see aisetl.limiter)
     grace_period: float = 25.0
     keepalive_timeout: float = 75.0
+    header_timeout: float = 5.0  # 0: no header-read deadline
     ws_errors: str = WS_ERRORS_TEXT
-    ws_inflight: int = 16
+    ws_inflight: int = 128
     ws_frames: bool = True
     inline_max_bytes: int = 1024 * 1024
     # operations (AISETL_METRICS, AISETL_LOG_FORMAT, AISETL_ACCESS_LOG, AISETL_OBJ_TIMEOUT,
@@ -149,6 +166,11 @@ class Settings:
     access_log: bool = False
     obj_timeout: float = 0.0  # seconds; 0: no deadline
     max_inflight_bytes: int | None = None  # None: derived from the memory limit; 0: no bound
+    async_concurrency: int = 256  # async transforms awaited at once per worker
+    max_batch_size: int | None = None  # None: the class's own (see aisetl.batch)
+    max_batch_delay: float | None = None
+    batch_concurrency: int | None = None  # batches running at once per worker
+    gpus: str = ""  # AISETL_GPUS as given ("", "auto" or "0,1,..."); see aisetl.gpus
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -168,8 +190,8 @@ class Settings:
         if skip is None:
             skip = env.get("AIS_SKIP_VERIFY")
         ws_errors = env.get("AISETL_WS_ERRORS", WS_ERRORS_TEXT).strip().lower() or WS_ERRORS_TEXT
-        if ws_errors not in (WS_ERRORS_TEXT, WS_ERRORS_CLOSE):
-            raise ConfigError(f"AISETL_WS_ERRORS={ws_errors!r}: use 'text' or 'close'")
+        if ws_errors not in WS_ERRORS:
+            raise ConfigError(f"AISETL_WS_ERRORS={ws_errors!r}: use 'text', 'close' or 'binary'")
         cert, key = env.get("AIS_CRT") or None, env.get("AIS_CRT_KEY") or None
         workers_raw = env.get("NUM_WORKERS", "").strip()
         max_body = env.get("AISETL_MAX_BODY_SIZE", "").strip()
@@ -180,6 +202,9 @@ class Settings:
                 f"AISETL_LOG_FORMAT={log_format!r}: use 'text' (the default) or 'json'"
             )
         inflight = env.get("AISETL_MAX_INFLIGHT_BYTES", "").strip()
+        batch_size = env.get("AISETL_MAX_BATCH_SIZE", "").strip()
+        batch_delay = env.get("AISETL_MAX_BATCH_DELAY", "").strip()
+        batch_conc = env.get("AISETL_BATCH_CONCURRENCY", "").strip()
         return cls(
             target_url=target_url.rstrip("/"),
             # The target sets the lower-case name; the reference reads the upper-case one.
@@ -205,8 +230,9 @@ class Settings:
             transform_concurrency=_concurrency(env),
             grace_period=_seconds(env, "AISETL_GRACE_PERIOD", 25.0),
             keepalive_timeout=_seconds(env, "AISETL_KEEPALIVE_TIMEOUT", 75.0, 1.0),
+            header_timeout=_seconds(env, "AISETL_HEADER_TIMEOUT", 5.0),
             ws_errors=ws_errors,
-            ws_inflight=_int(env, "AISETL_WS_INFLIGHT", 16, minimum=1),
+            ws_inflight=_int(env, "AISETL_WS_INFLIGHT", 128, minimum=1),
             ws_frames=parse_bool(env.get("AISETL_WS_FRAMES", "true")),
             inline_max_bytes=(
                 parse_size("AISETL_INLINE_MAX_BYTES", inline_max) if inline_max else 1024 * 1024
@@ -218,4 +244,11 @@ class Settings:
             max_inflight_bytes=(
                 parse_size("AISETL_MAX_INFLIGHT_BYTES", inflight) if inflight else None
             ),
+            async_concurrency=_int(env, "AISETL_ASYNC_CONCURRENCY", 256, minimum=1),
+            max_batch_size=_int(env, "AISETL_MAX_BATCH_SIZE", 1, minimum=1) if batch_size else None,
+            max_batch_delay=_seconds(env, "AISETL_MAX_BATCH_DELAY", 0.0) if batch_delay else None,
+            batch_concurrency=(
+                _int(env, "AISETL_BATCH_CONCURRENCY", 1, minimum=1) if batch_conc else None
+            ),
+            gpus=parse_gpus(env),
         )

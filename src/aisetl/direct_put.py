@@ -172,12 +172,17 @@ class Delivery:
         observer: metrics.Observer = metrics.NULL,
         deadline: Deadline | None = None,
     ) -> None:
-        if not hop_allowed(hop, settings.hop_allow):
-            raise Failure(
-                403, f"Hop {hop!r} is not in AISETL_HOP_ALLOW; refusing to send the object"
-            )
         try:
             self.url = compose_direct_put_url(hop, settings.target_url, path, etl_args)
+        except UnicodeEncodeError as exc:  # a lone surrogate, from a ws control message
+            raise Failure(
+                400, f"The object name or etl_args cannot be sent on to hop {hop!r}: {exc}"
+            ) from None
+        except ValueError as exc:
+            raise Failure(
+                400, f"Invalid pipeline header: hop {hop!r} is not a usable URL: {exc}"
+            ) from None
+        try:
             parts = urlsplit(self.url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ValueError("expected http://host:port or https://host:port")
@@ -186,6 +191,10 @@ class Delivery:
             raise Failure(
                 400, f"Invalid pipeline header: hop {hop!r} is not a usable URL: {exc}"
             ) from None
+        if not hop_allowed(hop, settings.hop_allow):
+            raise Failure(
+                403, f"Hop {hop!r} is not in AISETL_HOP_ALLOW; refusing to send the object"
+            )
         self.shown = redact_url(self.url)
         self.headers = {HEADER_NODE_URL: rest} if rest else {}
         self.replayable = replayable

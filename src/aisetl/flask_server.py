@@ -14,8 +14,9 @@ from typing import Any, BinaryIO
 from flask import Flask
 from werkzeug.exceptions import HTTPException
 
-from aisetl._gunicorn import ConnectionGone
+from aisetl._gunicorn import HEADER_TIMEOUT_OPTION, ConnectionGone
 from aisetl._gunicorn_pod import POD_OPTIONS
+from aisetl.config import Settings
 from aisetl.deadline import peer_closed
 from aisetl.edge import Body, Refused, RequestHead, content_length, is_metrics_request
 from aisetl.flow import Flow
@@ -49,25 +50,7 @@ class FlaskServer(ETLServer):
 
     def gunicorn_options(self, workers: int | None = None) -> dict[str, Any]:
         """gunicorn settings for the target's traffic (threads, keep-alive, long request lines)."""
-        s = self.settings
-        return {
-            "bind": f"[{self.host}]:{self.port}"
-            if ":" in self.host
-            else f"{self.host}:{self.port}",
-            "workers": workers or s.num_workers or 1,
-            "worker_class": "aisetl._gunicorn.ETLThreadWorker",
-            "threads": s.threads,
-            "keepalive": int(s.keepalive_timeout),
-            "graceful_timeout": int(s.grace_period),
-            "timeout": 0,
-            "backlog": 2048,
-            "limit_request_line": 0,
-            "limit_request_field_size": 0,
-            "accesslog": None,
-            "loglevel": "info",
-            "control_socket_disable": True,
-            **POD_OPTIONS,
-        }
+        return gunicorn_options(self.settings, self.host, self.port, workers)
 
     def start(self, workers: int | None = None) -> None:
         """Serve with gunicorn until SIGTERM; ``workers`` processes (default: NUM_WORKERS or 1)."""
@@ -77,6 +60,31 @@ class FlaskServer(ETLServer):
         bind_socket(self.host, self.port).close()  # a port in use: one clear error, no retries
         self.logger.info("Flask server on %s, %d worker(s)", options["bind"], options["workers"])
         run_gunicorn(self.app, options)
+
+
+def gunicorn_options(
+    s: Settings, host: str, port: int, workers: int | None = None
+) -> dict[str, Any]:
+    """gunicorn settings for the target's traffic (threads, keep-alive, long request lines)."""
+    return {
+        "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+        "workers": workers or s.num_workers or 1,
+        "worker_class": "aisetl._gunicorn.ETLThreadWorker",
+        "threads": s.threads,
+        "keepalive": int(s.keepalive_timeout),
+        "graceful_timeout": int(s.grace_period),
+        "timeout": 0,
+        "backlog": 2048,
+        "limit_request_line": 0,
+        "limit_request_field_size": 0,
+        "accesslog": None,
+        "loglevel": "info",
+        "control_socket_disable": True,
+        # gunicorn stops accepting at 1000 connections per worker: a target keeps more
+        "worker_connections": 16384,
+        HEADER_TIMEOUT_OPTION: s.header_timeout,
+        **POD_OPTIONS,
+    }
 
 
 class RouteOrProtocol:

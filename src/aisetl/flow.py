@@ -194,14 +194,13 @@ class Flow:
     ) -> Reply | None:
         """:meth:`handle` on an event loop: network I/O on the loop, blocking work on ``io``'s pool.
 
-        Covers synchronous buffered transforms whose peers are plain HTTP. ``None`` when the
-        object needs the blocking driver (streaming or async transforms, TLS peers, a
-        download): run :meth:`handle` on the pool then.
+        Covers buffered transforms (synchronous, ``async`` and batched) whose peers are plain
+        HTTP. ``None`` when the object needs the blocking driver (streaming transforms, TLS
+        peers, a download): run :meth:`handle` on the pool then.
         """
         if (
             isinstance(request, DownloadRequest)
             or self.streaming
-            or self.invoker.is_async
             or not (body is None or isinstance(body, bytes))
         ):
             return None
@@ -253,6 +252,8 @@ class Flow:
     async def _transform_on_loop(
         self, io: LoopIO, data: bytes | str, request: ObjectRequest, watch: Watch
     ) -> bytes:
+        if self.invoker.is_async or self.invoker.batcher is not None:
+            return await self.invoker.transform_async(data, request)  # awaited, no thread held
         if isinstance(data, bytes) and self.invoker.may_inline(
             len(data), self._settings.inline_max_bytes
         ):

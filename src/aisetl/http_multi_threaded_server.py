@@ -17,14 +17,16 @@ import socketserver
 import struct
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from aisetl import drain as draining
 from aisetl.deadline import peer_closed
 from aisetl.edge import Body, Headers, Refused, RequestHead, content_length, is_metrics_request
 from aisetl.flow import Flow
+from aisetl.head_deadline import HeadWatchdog
 from aisetl.http11 import BodyReader, body_reader, drain, read_all, write_reply
 from aisetl.metrics import metrics_reply
+from aisetl.probe_fastpath import answer_waiting_probe
 from aisetl.protocol import DEFAULT_PORT, is_health_check
 from aisetl.reply import Reply, health_reply, malformed_request_reply
 from aisetl.server import ETLServer
@@ -96,6 +98,7 @@ class ThreadingETLHTTPServer(socketserver.ThreadingMixIn, HTTPServer):
         self.socket.close()
         self.socket = sock
         self.etl = etl
+        self.head_deadline = HeadWatchdog(etl.settings.header_timeout)
         self.stopping = False
         self._in_flight = 0
         self._idle = threading.Condition()
@@ -103,6 +106,13 @@ class ThreadingETLHTTPServer(socketserver.ThreadingMixIn, HTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         """An unexpected error serving a connection: logged (not printed to stderr)."""
         self.etl.logger.exception("error while serving %s", client_address)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Start a connection's thread, unless it is a probe answered right here."""
+        if answer_waiting_probe(request):
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
 
     def begin_request(self) -> None:
         """Count a request in flight."""
@@ -141,12 +151,21 @@ class _Handler(BaseHTTPRequestHandler):
         """Access logging is off; failures are logged by the flow."""
 
     def handle_one_request(self) -> None:
+        watchdog = self.server.head_deadline
+        self._head: Any = None
         try:
+            if watchdog.seconds and not cast(io.BufferedReader, self.rfile).peek(
+                1
+            ):  # idle: the keep-alive timeout
+                self.close_connection = True
+                return
+            if watchdog.seconds:  # from the first byte on, the head has a deadline
+                self._head = watchdog.arm(self.connection)
             line = self.rfile.readline(_MAX_REQUEST_LINE + 1)
         except OSError:
             self.close_connection = True
             return
-        if not line:
+        if not line or watchdog.late(self._head):
             self.close_connection = True
             return
         if len(line) > _MAX_REQUEST_LINE:
@@ -154,7 +173,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(414)
             return
         self.raw_requestline = line
-        if not self.parse_request():
+        parsed = self.parse_request()
+        if self._head is not None and not watchdog.disarm(self._head):
+            self.close_connection = True  # answered 408 meanwhile: the head may be cut short
+            return
+        if not parsed:
             return
         self.server.begin_request()
         try:
@@ -228,6 +251,8 @@ class _Handler(BaseHTTPRequestHandler):
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Errors found while parsing the request: plain text, then close."""
         self.close_connection = True
+        if HeadWatchdog.late(getattr(self, "_head", None)):
+            return  # the 408 is out and the socket is shut: a head cut short is no error
         self._send(malformed_request_reply(code, message or explain or "cannot parse it"))
 
     def _send(self, reply: Reply, head_only: bool = False) -> None:

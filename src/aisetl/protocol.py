@@ -217,11 +217,11 @@ def compose_direct_put_url(hop: str, target_url: str, path: str, etl_args: str =
     if etl_args:
         pairs = [
             (key, value)
-            for key, value in parse_qsl(query, keep_blank_values=True)
+            for key, value in parse_qsl(query, keep_blank_values=True, errors="surrogateescape")
             if key != QPARAM_ETL_ARGS
         ]
         pairs.append((QPARAM_ETL_ARGS, etl_args))
-        query = urlencode(pairs)
+        query = urlencode(pairs, errors="surrogateescape")  # undecodable bytes go on as sent
     scheme = hop_parts.scheme or target_parts.scheme or "http"
     return urlunsplit((scheme, hop_parts.netloc, final_path, query, ""))
 
@@ -296,6 +296,8 @@ def parse_ws_control(message: bytes | str) -> dict[str, str]:
         data = json.loads(message)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"control message is not JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError("control message is JSON nested too deeply, expected an object") from None
     if not isinstance(data, dict):
         raise ValueError(f"control message is JSON {type(data).__name__}, expected an object")
     result: dict[str, str] = {}

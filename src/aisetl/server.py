@@ -7,12 +7,15 @@ import inspect
 import logging
 import resource
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterator
-from typing import Any, BinaryIO, ClassVar
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Generic, TypeVar, overload
 
 from aisetl import logs
 from aisetl.config import Settings
 from aisetl.protocol import sanitize_fqn
+
+if TYPE_CHECKING:
+    from aisetl.batch import Item
 
 
 class TransformError(Exception):
@@ -39,6 +42,51 @@ def _raise_nofile_limit() -> None:
         pass
 
 
+_LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
+
+V = TypeVar("V")
+
+
+class _Setting(Generic[V]):
+    """An attribute of the server that reads and sets one field of its :class:`Settings`.
+
+    Setting it replaces ``server.settings`` (so the flow, built when serving starts, uses the
+    value); once serving started it raises, since the value could no longer take effect.
+    """
+
+    def __init__(self, field: str, convert: Callable[[Any], V]) -> None:
+        self._field = field
+        self._convert = convert
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, server: None, owner: type) -> _Setting[V]: ...
+    @overload
+    def __get__(self, server: ETLServer, owner: type) -> V: ...
+    def __get__(self, server: ETLServer | None, owner: type) -> V | _Setting[V]:
+        if server is None:
+            return self
+        value: V = getattr(server.settings, self._field)
+        return value
+
+    def __set__(self, server: ETLServer, value: V) -> None:
+        if getattr(server, "_settings_frozen", False):
+            raise AttributeError(
+                f"{self._name} can only be changed before the server serves its first object "
+                "(set it in __init__, after super().__init__())"
+            )
+        changed: dict[str, Any] = {self._field: self._convert(value)}
+        server.settings = dataclasses.replace(server.settings, **changed)
+
+
+def _retries(value: Any) -> int:
+    if int(value) < 0:
+        raise ValueError(f"direct_put_retries must not be negative, not {value}")
+    return int(value)
+
+
 class ETLServer(ABC):
     """Base class of every transformation server.
 
@@ -49,6 +97,14 @@ class ETLServer(ABC):
 
     #: Communication types this server can serve (see :mod:`aisetl.comm`).
     comm_types: ClassVar[tuple[str, ...]] = ("hpush", "hpull")
+    #: With :meth:`transform_batch`: the most objects in one batch (``AISETL_MAX_BATCH_SIZE``).
+    max_batch_size: ClassVar[int] = 32
+    #: With :meth:`transform_batch`: the longest an object waits for a batch to fill, in
+    #: seconds (``AISETL_MAX_BATCH_DELAY``).
+    max_batch_delay: ClassVar[float] = 0.005
+    #: With :meth:`transform_batch`: batches that may run at once in one worker process
+    #: (``AISETL_BATCH_CONCURRENCY``); one model, one batch at a time by default.
+    batch_concurrency: ClassVar[int] = 1
 
     def __init__(self) -> None:
         _raise_nofile_limit()
@@ -61,75 +117,31 @@ class ETLServer(ABC):
         cls = type(self)
         has_transform = cls.transform is not ETLServer.transform
         has_stream = cls.transform_stream is not ETLServer.transform_stream
-        if not has_transform and not has_stream:
+        has_batch = cls.transform_batch is not ETLServer.transform_batch
+        if not has_transform and not has_stream and not has_batch:
             raise TypeError(
-                f"{cls.__name__} must override either transform() or transform_stream()"
+                f"{cls.__name__} must override transform(), transform_stream() or transform_batch()"
             )
+        #: True when buffered objects are fed to ``transform_batch`` in batches.
+        self.batched: bool = has_batch
         #: True when the server streams (only ``transform_stream`` is overridden).
-        self.use_streaming: bool = has_stream and not has_transform
+        self.use_streaming: bool = has_stream and not has_transform and not has_batch
         self.transform_is_async: bool = inspect.iscoroutinefunction(cls.transform)
+        self.batch_is_async: bool = inspect.iscoroutinefunction(cls.transform_batch)
         self.stream_is_async: bool = inspect.isasyncgenfunction(cls.transform_stream)
 
     # --- settings a subclass may change in __init__ (the reference's attribute names) ----------
 
-    def _setting(self, field: str) -> Any:
-        return getattr(self.settings, field)
-
-    def _set(self, field: str, attribute: str, value: Any) -> None:
-        if getattr(self, "_settings_frozen", False):
-            raise AttributeError(
-                f"{attribute} can only be changed before the server serves its first object "
-                "(set it in __init__, after super().__init__())"
-            )
-        self.settings = dataclasses.replace(self.settings, **{field: value})
-
-    @property
-    def host_target(self) -> str:
-        """``AIS_TARGET_URL``: the target's ETL object endpoint (a credential: never log it)."""
-        return str(self._setting("target_url"))
-
-    @host_target.setter
-    def host_target(self, value: str) -> None:
-        self._set("target_url", "host_target", value.rstrip("/"))
-
-    @property
-    def direct_put(self) -> bool:
-        """``direct_put`` / ``DIRECT_PUT`` (informational: the pipeline header decides)."""
-        return bool(self._setting("direct_put"))
-
-    @direct_put.setter
-    def direct_put(self, value: bool) -> None:
-        self._set("direct_put", "direct_put", bool(value))
-
-    @property
-    def direct_fqn(self) -> bool:
-        """``ETL_DIRECT_FQN``: buffered transforms get a local file's path instead of bytes."""
-        return bool(self._setting("direct_fqn"))
-
-    @direct_fqn.setter
-    def direct_fqn(self, value: bool) -> None:
-        self._set("direct_fqn", "direct_fqn", bool(value))
-
-    @property
-    def direct_put_retries(self) -> int:
-        """``AIS_DIRECT_PUT_RETRIES``: extra attempts of a direct put after a transient failure."""
-        return int(self._setting("direct_put_retries"))
-
-    @direct_put_retries.setter
-    def direct_put_retries(self, value: int) -> None:
-        if value < 0:
-            raise ValueError(f"direct_put_retries must not be negative, not {value}")
-        self._set("direct_put_retries", "direct_put_retries", int(value))
-
-    @property
-    def token(self) -> str | None:
-        """``AIS_AUTHN_TOKEN``: sent as a bearer token on every outbound request."""
-        value = self._setting("authn_token")
-        return None if value is None else str(value)
-
-    @token.setter
-    def token(self, value: str | None) -> None:
-        self._set("authn_token", "token", value or None)
+    host_target = _Setting[str]("target_url", lambda value: str(value).rstrip("/"))
+    """``AIS_TARGET_URL``: the target's ETL object endpoint (a credential: never log it)."""
+    direct_put = _Setting[bool]("direct_put", bool)
+    """``direct_put`` / ``DIRECT_PUT`` (informational: the pipeline header decides)."""
+    direct_fqn = _Setting[bool]("direct_fqn", bool)
+    """``ETL_DIRECT_FQN``: buffered transforms get a local file's path instead of bytes."""
+    direct_put_retries = _Setting[int]("direct_put_retries", _retries)
+    """``AIS_DIRECT_PUT_RETRIES``: extra attempts of a direct put after a transient failure."""
+    token = _Setting["str | None"]("authn_token", lambda value: value or None)
+    """``AIS_AUTHN_TOKEN``: sent as a bearer token on every outbound request."""
 
     def freeze_settings(self) -> None:
         """Called when serving starts: from then on the settings above are read-only."""
@@ -143,6 +155,19 @@ class ETLServer(ABC):
         leading slash; ``etl_args`` the per-request argument string ("" when none).
         """
         raise NotImplementedError("Subclass must override either transform() or transform_stream()")
+
+    def transform_batch(self, items: list[Item]) -> Sequence[bytes | str | Exception]:
+        """Transform a batch of whole objects at once; may be ``async def``.
+
+        Override it instead of :meth:`transform` to be fed batches: the objects that arrive
+        together at one worker process (over every communication type) are collected into
+        lists of up to ``max_batch_size`` :class:`~aisetl.Item` (``data``, ``path``,
+        ``etl_args``), waiting at most ``max_batch_delay`` seconds for a batch to fill. Return
+        one result per item, in order: its bytes (or text), or an exception that fails only
+        that object (a :class:`TransformError` keeps its status and message). Runs on a worker
+        thread, never on an event loop.
+        """
+        raise NotImplementedError("Subclass must override transform_batch() to be fed batches")
 
     def transform_stream(
         self, reader: BinaryIO, path: str, etl_args: str

@@ -90,6 +90,7 @@ class FileSource(Source):
     path: str
 
     def open(self) -> BinaryIO:
+        self._check_name()
         try:
             return open(self.path, "rb")
         except FileNotFoundError:
@@ -101,6 +102,15 @@ class FileSource(Source):
         except OSError as exc:
             raise Failure(
                 500, f"Cannot read object file {self.path!r}: {exc.strerror or exc}"
+            ) from None
+
+    def _check_name(self) -> None:
+        """A 400 for a path no file can have (a ws control message may hold any string)."""
+        try:
+            os.fsencode(self.path)
+        except UnicodeEncodeError as exc:
+            raise Failure(
+                400, f"etl_fqn {self.path!r} cannot name a file: {exc.reason} at {exc.start}"
             ) from None
 
     def load(self) -> bytes:
@@ -120,6 +130,7 @@ class FileSource(Source):
 
     def check(self) -> str:
         """Return the path after making sure it is a readable file (``ETL_DIRECT_FQN`` mode)."""
+        self._check_name()
         if not os.path.isfile(self.path):
             if os.path.isdir(self.path):
                 raise Failure(400, f"etl_fqn names a directory, not an object file: {self.path!r}")

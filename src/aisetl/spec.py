@@ -7,6 +7,7 @@ SDK (§11.5). Every problem names the field and says why it is wrong.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -245,10 +246,19 @@ class _Checker:
                 continue
             for extra in item:
                 if extra not in ("name", "value", "valueFrom"):
-                    self.warn(at, f"unknown key {extra!r} is ignored")
+                    hint = _did_you_mean(extra, ("name", "value", "valueFrom"))
+                    self.warn(at, f"unknown key {extra!r} is ignored{hint}")
             if name is not None:
                 out.append(EnvVar(name, raw))
         return tuple(out)
+
+
+def _did_you_mean(key: object, known: Sequence[str]) -> str:
+    """``"; did you mean 'communication'?"`` for a key close to a known one, else ``""``."""
+    if not isinstance(key, str):
+        return ""
+    close = difflib.get_close_matches(key.lower().replace("-", "_"), known, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _kind(value: Any) -> str:
@@ -321,7 +331,8 @@ def validate(doc: Any, *, where: str = "") -> EtlSpec:
         runtime_env = check.env_list(runtime.get("env"), "runtime.env")
         for extra in runtime:
             if extra not in _RUNTIME_FIELDS:
-                check.warn("runtime", f"unknown field {extra!r} is ignored by AIStore")
+                hint = _did_you_mean(extra, _RUNTIME_FIELDS)
+                check.warn("runtime", f"unknown field {extra!r} is ignored by AIStore{hint}")
 
     communication = DEFAULT_COMM
     raw_comm = doc.get("communication")
@@ -375,7 +386,8 @@ def validate(doc: Any, *, where: str = "") -> EtlSpec:
     else:
         for key, value in resources.items():
             if key not in _RESOURCE_FIELDS:
-                check.fail(f"resources.{key}", "unknown field: use requests and/or limits")
+                hint = _did_you_mean(key, _RESOURCE_FIELDS)
+                check.fail(f"resources.{key}", f"unknown field: use requests and/or limits{hint}")
             elif key != "claims" and not isinstance(value, Mapping):
                 check.fail(f"resources.{key}", "must be a mapping such as {cpu: 1, memory: 2Gi}")
 
@@ -389,7 +401,10 @@ def validate(doc: Any, *, where: str = "") -> EtlSpec:
         )
     for extra in doc:
         if extra not in KNOWN_FIELDS and not (extra == "spec" and runtime is None):
-            check.warn(str(extra), "unknown field is ignored by AIStore")
+            check.warn(
+                str(extra),
+                f"unknown field is ignored by AIStore{_did_you_mean(extra, KNOWN_FIELDS)}",
+            )
 
     if check.problems:
         raise SpecError(check.problems)

@@ -24,6 +24,14 @@ PROBE             anything else                       :class:`Dropped`; CONTROL
 PROBE exists because the protocol cannot say whether a task whose control message was
 unreadable had a payload; a message that is small (at most :data:`CONTROL_MAX`) and parses as a
 control message naming an object is taken for the next task, anything else for that payload.
+
+A failed task's answer (``AISETL_WS_ERRORS``): ``text`` sends the error text, which a target
+takes for success; ``close`` closes the connection (1011); ``binary`` sends an empty binary
+message when the task's hop list ends at a destination target, else the text. A Go target
+creates such a task without a local writer (the result belongs to another target), and its
+read loop records an error for a binary reply to it instead of counting it delivered
+(``ext/etl/websocket_comm.go``, ``readLoop``). A task with a local writer would store that
+empty message as the object, so it gets the text.
 """
 
 from __future__ import annotations
@@ -34,10 +42,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from aisetl import metrics
-from aisetl.config import WS_ERRORS_CLOSE
+from aisetl.config import WS_ERRORS_BINARY, WS_ERRORS_CLOSE
 from aisetl.edge import ObjectRequest
 from aisetl.logs import traceback_of
-from aisetl.protocol import HEADER_DIRECT_PUT_LENGTH, names_an_object, parse_ws_control
+from aisetl.protocol import (
+    HEADER_DIRECT_PUT_LENGTH,
+    is_target_hop,
+    names_an_object,
+    parse_ws_control,
+)
 from aisetl.reply import Reply, failure_text
 
 #: A control message is a few hundred bytes; a larger message is certainly a payload.
@@ -138,6 +151,7 @@ class WsTasks:
         self._logger = logger
         self._observer = observer
         self._close_on_error = errors == WS_ERRORS_CLOSE
+        self._binary_on_error = errors == WS_ERRORS_BINARY
         self._streams = streams
         self._state = _State.CONTROL
         self._pending: ObjectRequest | None = None
@@ -188,7 +202,9 @@ class WsTasks:
         if reply.status < 300:
             return Send(reply.body)
         text = reply.body.decode("utf-8", "replace")
-        return self._failed(reply.status, text, request.path, traceback_of(reply.failure))
+        return self._failed(
+            reply.status, text, request.path, traceback_of(reply.failure), request.pipeline
+        )
 
     def stream_failed(self, reply: Reply, request: ObjectRequest, started: bool) -> Send | Close:
         """A streamed result failed: answer as a failure, or close if part of it is out."""
@@ -205,10 +221,26 @@ class WsTasks:
         return Close(CLOSE_FAILED)
 
     def _failed(
-        self, status: int, text: str, path: str, trace: BaseException | None = None
+        self,
+        status: int,
+        text: str,
+        path: str,
+        trace: BaseException | None = None,
+        pipeline: str | None = None,
     ) -> Send | Close:
         fields = {"object": path, "comm": "ws", "status": status, "error": text}
         exc_info = (type(trace), trace, trace.__traceback__) if trace is not None else None
+        if self._binary_on_error and ends_at_target(pipeline):
+            self._logger.error(
+                "ws task for %r failed (%d): %s; answering with an empty binary message "
+                "(AISETL_WS_ERRORS=binary): the target records an error for this object",
+                path,
+                status,
+                text,
+                extra=fields,
+                exc_info=exc_info,
+            )
+            return Send(b"")
         if self._close_on_error:
             self._logger.error(
                 "ws task for %r failed (%d): %s; closing the connection (AISETL_WS_ERRORS=close): "
@@ -232,3 +264,18 @@ class WsTasks:
         )
         self._observer.unreported_failure("ws")
         return Send(text)
+
+
+def ends_at_target(pipeline: str | None) -> bool:
+    """Whether a hop list ends at a destination target (a hop with a path, PROTOCOL.md §8.1).
+
+    A Go target adds that hop only when another target owns the result, and then sends the
+    task without a local writer: the one case where a binary reply is recorded as an error.
+    """
+    if not pipeline or not pipeline.strip():
+        return False
+    last = pipeline.rsplit(",", 1)[-1].strip()
+    try:
+        return bool(last) and is_target_hop(last)
+    except ValueError:  # not a URL at all: the task failed for that, and gets the text
+        return False

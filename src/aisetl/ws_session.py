@@ -271,6 +271,10 @@ class WebSocketSession:
                     going_on = await self._send_streamed(answer)
                 else:
                     going_on = await self._send_answer(answer)
+            except OSError as exc:  # the target dropped the connection (a job ends that way)
+                watch.gone()
+                self._flow.client_gone(exc)
+                going_on = False
             except BaseException:
                 watch.gone()
                 raise

@@ -10,6 +10,7 @@ from string import Template
 from typing import Any
 
 from aisetl import spec as specs
+from aisetl.bundle import BundleError, build_wheel
 from aisetl.cli.errors import CommandError
 from aisetl.loader import FRAMEWORKS, framework_class
 
@@ -27,7 +28,10 @@ _FILES = {
     "Dockerfile.tmpl": "Dockerfile",
     "README.md.tmpl": "README.md",
 }
-_REQUIREMENT = {"fastapi": "aisetl[fastapi]", "flask": "aisetl[flask]", "http": "aisetl"}
+#: The extra each framework needs.
+_EXTRA = {"fastapi": "[fastapi]", "flask": "[flask]", "http": ""}
+#: Where the project keeps the aisetl that wrote it (it installs from there, offline).
+WHEELS = "wheels"
 
 
 def register(subparsers: Any) -> None:
@@ -37,7 +41,8 @@ def register(subparsers: Any) -> None:
         help="create a new transformer folder (server, test, Dockerfile, etl_spec.yaml)",
         description="Create folder NAME with a server module, a test that uses aisetl.testing "
         "(it passes as generated: run pytest inside), a Dockerfile, requirements.txt, "
-        "etl_spec.yaml and a README.",
+        "etl_spec.yaml and a README. wheels/ holds this aisetl as a wheel, which "
+        "requirements.txt and the Dockerfile install (no package index needed for it).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -84,21 +89,26 @@ def create(folder: Path, framework: str = "fastapi", image: str | None = None) -
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise FileExistsError(f"{folder} already exists and is not empty")
     base = FRAMEWORKS[framework][1]
+    image = image or f"{etl_name}:0.1"
+    spec_text = specs.render(etl_name, image)
+    folder.mkdir(parents=True, exist_ok=True)
+    wheel = build_wheel(folder / WHEELS)
     comms = [f'"{name}"' for name in framework_class(framework).comm_types]
     values = {
         "title": base_name,
         "class_name": class_name_for(base_name),
         "base": base,
         "framework": framework,
-        "requirement": _REQUIREMENT[framework],
+        "requirement": f"./{WHEELS}/{wheel.name}{_EXTRA[framework]}",
+        "wheels": WHEELS,
+        "wheel": wheel.name,
+        "extra": _EXTRA[framework],
         "etl_name": etl_name,
         "comms": ", ".join(comms),
-        "image": image or f"{etl_name}:0.1",
+        "image": image,
     }
-    spec_text = specs.render(etl_name, values["image"])
-    folder.mkdir(parents=True, exist_ok=True)
     templates = resources.files("aisetl").joinpath("templates").joinpath("new")
-    written: list[Path] = []
+    written: list[Path] = [wheel]
     for template, target in _FILES.items():
         text = Template(templates.joinpath(template).read_text(encoding="utf-8"))
         path = folder / target
@@ -116,10 +126,11 @@ def run(args: argparse.Namespace) -> int:
     folder = Path(args.name)
     try:
         files = create(folder, args.server, args.image)
-    except (ValueError, FileExistsError) as exc:
+    except (ValueError, FileExistsError, BundleError) as exc:
         raise CommandError(str(exc)) from None
     except OSError as exc:
         raise CommandError(f"cannot create {folder}: {exc.strerror or exc}") from None
-    print(f"created {folder}/ ({', '.join(path.name for path in files)})")
+    names = [p.relative_to(folder).as_posix() for p in files]
+    print(f"created {folder}/ ({', '.join(names)})")
     print(f"next: cd {folder} && pytest")
     return 0

@@ -1,0 +1,74 @@
+"""uvicorn's HTTP protocol with the header-read deadline (:mod:`aisetl.head_deadline`) and
+readiness probes answered as their connection is made (:mod:`aisetl.probe_fastpath`).
+
+uvicorn times idle keep-alive connections out, but not a request head that arrives a byte at a
+time. Here a timer starts at a request's first byte and stops when its head is parsed; when it
+fires first, the client gets the one 408 answer and the connection is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aisetl._uvicorn_http import ETLHttpToolsProtocol
+from aisetl.head_deadline import head_timeout_reply
+from aisetl.http11 import serialize
+from aisetl.probe_fastpath import answer_waiting_probe_fd
+
+
+class DeadlineHttpToolsProtocol(ETLHttpToolsProtocol):  # type: ignore[valid-type,misc]
+    """:class:`ETLHttpToolsProtocol` whose request heads must arrive within ``header_timeout``."""
+
+    header_timeout = 5.0  # set per server by aisetl._uvicorn_run
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return
+        answer = answer_waiting_probe_fd(sock.fileno(), sock.family)
+        if answer is not None:  # a readiness probe, answered ahead of the loop's queue
+            transport.write(answer)
+            transport.close()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self.header_timeout and self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.header_timeout, self._head_late)
+
+    def on_headers_complete(self) -> None:
+        self._stop_head_timer()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_late(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing():
+            return
+        self.logger.warning(
+            "request head from %s not complete within %g s: answered 408",
+            self.client,
+            self.header_timeout,
+        )
+        self.transport.write(serialize(head_timeout_reply(self.header_timeout)))
+        self.transport.close()
+
+
+def with_header_timeout(seconds: float) -> type[DeadlineHttpToolsProtocol]:
+    """The protocol class for a server whose heads must arrive within ``seconds``."""
+    return type(
+        "ETLDeadlineHttpToolsProtocol", (DeadlineHttpToolsProtocol,), {"header_timeout": seconds}
+    )

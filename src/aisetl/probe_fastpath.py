@@ -1,0 +1,94 @@
+"""Readiness probes answered where connections are accepted, ahead of any queue.
+
+A kubelet opens a new connection per probe and sends ``GET /health`` at once. In a burst of
+new connections (a target opening its pools, a job starting) that connection waits in line
+behind all the others: for a thread to start (standard library), for a pool thread
+(gunicorn), for its turn on the event loop (uvicorn). Here the thread or callback that accepts
+a connection looks at what already arrived on it (without waiting): a complete probe and
+nothing else is answered right there, with ``Connection: close``. Anything else, or nothing
+yet, takes the ordinary path, which answers probes too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+
+from aisetl.protocol import HEALTH_BODY, HEALTH_PATH
+from aisetl.reply import TEXT_PLAIN
+
+_END = b"\r\n\r\n"
+_PEEK = 4096
+_HEAD = (
+    f"HTTP/1.1 200 OK\r\nContent-Type: {TEXT_PLAIN}\r\nContent-Length: {len(HEALTH_BODY)}"
+    "\r\nConnection: close\r\n\r\n"
+).encode()
+_REQUESTS = {
+    f"GET {HEALTH_PATH} HTTP/1.1".encode(): _HEAD + HEALTH_BODY,
+    f"GET {HEALTH_PATH} HTTP/1.0".encode(): _HEAD + HEALTH_BODY,
+    f"HEAD {HEALTH_PATH} HTTP/1.1".encode(): _HEAD,
+    f"HEAD {HEALTH_PATH} HTTP/1.0".encode(): _HEAD,
+}
+
+
+#: Seconds the kernel holds a new connection back from ``accept`` until its first bytes arrive.
+DEFER_ACCEPT = 1
+
+
+def defer_accept(listener: socket.socket) -> None:
+    """Hand new connections to ``accept`` only once their request has begun (Linux).
+
+    Then a probe is always there to be answered at accept time, and a connection that never
+    sends a byte takes no thread. (Where the option does not exist, nothing changes.)
+    """
+    option = getattr(socket, "TCP_DEFER_ACCEPT", None)
+    if option is not None:
+        with contextlib.suppress(OSError):
+            listener.setsockopt(socket.IPPROTO_TCP, option, DEFER_ACCEPT)
+
+
+def probe_answer(data: bytes) -> bytes | None:
+    """The answer when ``data`` is exactly one bodiless readiness probe, else ``None``."""
+    if not data.endswith(_END) or data.find(_END) != len(data) - len(_END):
+        return None
+    line, _, headers = data.partition(b"\r\n")
+    answer = _REQUESTS.get(line)
+    if answer is None:
+        return None
+    lowered = headers.lower()
+    if b"content-length:" in lowered or b"transfer-encoding:" in lowered:
+        return None
+    return answer
+
+
+def answer_waiting_probe(sock: socket.socket) -> bool:
+    """Answer a probe that already arrived whole on a new connection; ``True`` if it did.
+
+    The caller then closes the connection. Nothing is read unless it is such a probe.
+    """
+    try:
+        data = sock.recv(_PEEK, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        answer = probe_answer(data)
+        if answer is None:
+            return False
+        sock.recv(len(data), socket.MSG_DONTWAIT)  # consumed: closing then sends a FIN
+        sock.send(answer, socket.MSG_DONTWAIT)  # a new socket's buffer holds it whole
+    except OSError:  # nothing yet (EAGAIN), or the client is gone: the ordinary path
+        return False
+    return True
+
+
+def answer_waiting_probe_fd(fd: int, family: int) -> bytes | None:
+    """For an event loop's transport: consume a waiting probe on ``fd`` and return its answer
+    (to be written through the transport), or ``None`` leaving the connection untouched."""
+    sock = socket.socket(family, socket.SOCK_STREAM, fileno=fd)
+    try:
+        data = sock.recv(_PEEK, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        answer = probe_answer(data)
+        if answer is not None:
+            sock.recv(len(data), socket.MSG_DONTWAIT)
+        return answer
+    except OSError:
+        return None
+    finally:
+        sock.detach()  # the fd stays the transport's

@@ -1,0 +1,1 @@
+"""Tests of the runtime (``aisetl runtime``) and the client side (``aisetl.deploy``)."""
