@@ -138,7 +138,7 @@ class _Hold:
 class _Prepend:
     """A transport whose first write carries the held header block in front."""
 
-    SMALL = 64 * 1024  # up to this, one joined buffer; above, the two without a copy
+    SMALL = 64 * 1024  # up to this, one joined buffer; above, two writes (no copy)
 
     def __init__(self, real: Any, held: bytes) -> None:
         self._real = real
@@ -153,7 +153,8 @@ class _Prepend:
         if len(data) <= self.SMALL:
             self._real.write(self._held + data)
         else:
-            self._real.writelines([self._held, data])
+            self._real.write(self._held)
+            self._real.write(data)
 
     def flush(self) -> None:
         if not self.used:

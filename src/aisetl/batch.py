@@ -152,9 +152,10 @@ class Batcher:
         """Wait for a full batch, or for the delay to pass; take the batch."""
         with self._cond:
             while True:
+                if not self._queue:
+                    self.stats.flush()  # the burst is over: the counts are complete
                 while not self._queue:
-                    if not self._cond.wait(self.stats.flush_interval):
-                        self.stats.flush()
+                    self._cond.wait()
                 deadline = max(self._queue[0].arrived, free_since) + self.max_delay
                 while self._queue and len(self._queue) < self.max_size:
                     left = deadline - time.monotonic()
@@ -216,7 +217,7 @@ class BatchStats:
 
     ``aisetl bench`` sets ``AISETL_BATCH_STATS`` to a folder and reads each worker's
     ``<pid>.json`` (``{"batches": n, "objects": n, "sizes": {"size": count}}``), written at
-    most every ``flush_interval`` seconds while batches run and once more when they stop.
+    most every ``flush_interval`` seconds while batches run, and whenever no object waits.
     """
 
     flush_interval = 0.2

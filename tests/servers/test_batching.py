@@ -164,7 +164,7 @@ def test_a_lone_object_does_not_wait_for_a_batch_to_fill(
 ) -> None:
     """With room for 1000 objects, a lone one runs once max_batch_delay has passed (and a
     second one sent soon after joins it, so the delay really is waited)."""
-    etl = batching(target, framework, 1000, "1.5")
+    etl = batching(target, framework, 1000, "0.5")
     names = [f"{framework}/lone/{i}" for i in range(3)]
     data = put(target, names)
     (alone,) = send_together(target, etl, [(names[0], "hpush", False, "")])
@@ -174,7 +174,7 @@ def test_a_lone_object_does_not_wait_for_a_batch_to_fill(
 
     async def two_apart() -> list[TransformResult]:
         first = asyncio.ensure_future(target.core.transform(etl, "b", names[1], comm="hpush"))
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.05)
         second = asyncio.ensure_future(target.core.transform(etl, "b", names[2], comm="hpush"))
         return list(await asyncio.gather(first, second))
 
