@@ -3,23 +3,47 @@ PYTHON ?= python3
 VENV := .venv
 REF_VENV := .venv-ref
 BIN := $(VENV)/bin
-REF_AISTORE := aistore[etl]==2.0.0
+# The newest versions aisetl supports, pinned (make test installs them; make lock refreshes).
+LOCK := requirements/lock.txt
+# The lowest versions pyproject.toml declares, pinned (make test-oldest installs them).
+FLOORS := requirements/oldest.txt
+REF_LOCK := requirements/reference.txt
+# make test-oldest: the lowest supported Python, and what it runs there.
+OLDEST_PYTHON ?= python3.10
+OLDEST_VENV := .venv-oldest
+OLDEST_TESTS ?= tests/test_protocol.py tests/test_hooks.py tests/test_dependencies.py \
+	tests/servers tests/compat tests/target
+# make lock: the resolver, installed on demand into its own environment.
+TOOLS_VENV := .venv-tools
+UV := uv==0.13.9
+COMPILE = $(TOOLS_VENV)/bin/uv pip compile --quiet --upgrade --universal --python-version 3.10 \
+	--custom-compile-command 'make lock'
+# The CPU build of PyTorch, for the speech_detect example (pip takes it from the local wheel
+# cache; asked for by a range instead, pip would fetch a CUDA build of several GB). The lock
+# pins the same release (requirements/build.in).
+TORCH ?= torch==2.13.0
 
-.PHONY: venv ref-venv test lint typecheck pytest demo bench reliability image-check clean
+.PHONY: venv ref-venv test test-oldest lock lint typecheck pytest demo bench reliability image-check clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[all,dev,examples]'
+	$(BIN)/python -m pip install -q -c $(LOCK) pip setuptools
+	$(BIN)/python -m pip install -q -c $(LOCK) '$(TORCH)'
+	$(BIN)/python -m pip install -q --no-build-isolation -c $(LOCK) -e '.[all,dev,examples,speech]'
 	touch $@
 
 $(VENV)/.bench-installed: $(BIN)/.installed
-	$(BIN)/python -m pip install -q -e '.[all,dev,examples,bench]'
+	$(BIN)/python -m pip install -q --no-build-isolation -c $(LOCK) -e '.[all,dev,examples,speech,bench]'
 	touch $@
 
-$(REF_VENV)/.installed:
+$(REF_VENV)/.installed: requirements/reference.in $(REF_LOCK)
 	$(PYTHON) -m venv $(REF_VENV)
-	$(REF_VENV)/bin/python -m pip install -q '$(REF_AISTORE)'
+	$(REF_VENV)/bin/python -m pip install -q -c $(REF_LOCK) -r requirements/reference.in
+	touch $@
+
+$(TOOLS_VENV)/.installed:
+	$(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/python -m pip install -q '$(UV)'
 	touch $@
 
 venv: $(BIN)/.installed
@@ -36,6 +60,20 @@ pytest: venv ref-venv
 	AISETL_REFERENCE_PYTHON=$(abspath $(REF_VENV))/bin/python $(BIN)/python -m pytest -q
 
 test: lint typecheck pytest
+
+# The lowest declared versions on the lowest supported Python (the servers, the protocol, the
+# drop-in and the emulated target); without that Python it says so and uses $(PYTHON).
+test-oldest: ref-venv
+	PYTHON=$(PYTHON) bash scripts/oldest-venv.sh $(OLDEST_PYTHON) $(OLDEST_VENV) $(FLOORS) $(LOCK)
+	AISETL_REFERENCE_PYTHON=$(abspath $(REF_VENV))/bin/python \
+		$(OLDEST_VENV)/bin/python -m pytest -q -p no:cacheprovider $(OLDEST_TESTS)
+	@cat $(OLDEST_VENV)/NOTICE 2>/dev/null || true
+
+# Re-resolve the three pinned files from pyproject.toml and requirements/*.in (needs PyPI).
+lock: $(TOOLS_VENV)/.installed
+	$(COMPILE) --all-extras pyproject.toml requirements/build.in -o $(LOCK)
+	$(COMPILE) --resolution lowest-direct --extra all --extra dev pyproject.toml -o $(FLOORS)
+	$(COMPILE) requirements/reference.in -o $(REF_LOCK)
 
 demo: venv
 	$(BIN)/python -m aisetl.demo
@@ -58,4 +96,4 @@ image-check: venv
 	$(BIN)/python docker/image_check.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) $(REF_VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(REF_VENV) $(OLDEST_VENV) $(TOOLS_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -2,8 +2,10 @@
 
 ``python -m benchmarks.run`` (what ``make bench`` runs) measures a quick preset in a minute or
 two; ``--full`` measures the whole grid; ``--memory`` sends 1 GiB objects; ``--scaling``
-measures a CPU-heavy transform with 1 to N workers. Filters (``--mode``, ``--size``,
-``--concurrency``, ``--transform``, ``--server``, ``--workers``) narrow any preset.
+measures a CPU-heavy transform with 1 to N workers; ``--batching`` a real model with and without
+batching; ``--waiting`` bursts of transforms that wait (see ``benchmarks.throughput``).
+Filters (``--mode``, ``--size``, ``--concurrency``, ``--transform``, ``--server``,
+``--workers``) narrow any preset.
 
 Every server runs as its own processes on 127.0.0.1: ours with ``aisetl serve``, the
 reference's with its own interpreter (``AISETL_REFERENCE_PYTHON``) on uvicorn (the runtime
@@ -105,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     preset.add_argument(
         "--scaling", action="store_true", help="CPU-heavy transform, 1..cores workers, /health"
     )
+    preset.add_argument(
+        "--batching", action="store_true", help="a real model with and without batching"
+    )
+    preset.add_argument(
+        "--waiting", action="store_true", help="bursts of 1 s async and sync transforms"
+    )
     parser.add_argument("--mode", nargs="+", choices=MODES, help="modes to measure")
     parser.add_argument("--size", nargs="+", type=parse_size, help="object sizes (e.g. 1KiB)")
     parser.add_argument("--concurrency", nargs="+", type=int, help="requests in flight")
@@ -117,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="servers: ours, ref, raw, or names such as ours-fastapi ref-flask",
     )
     parser.add_argument("--workers", nargs="+", type=int, help="worker processes per server")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="--batching, --waiting: times each cell is run"
+    )
     parser.add_argument("--duration", type=float, help="seconds measured per cell")
     parser.add_argument("--warmup", type=float, help="seconds run before measuring")
     parser.add_argument("--objects", type=int, default=OBJECTS, help="distinct objects per size")
@@ -317,6 +328,10 @@ def preset_name(args: argparse.Namespace) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; print the tables; write CSV, PNG (and the docs page)."""
     args = build_parser().parse_args(argv)
+    if args.batching or args.waiting:
+        from benchmarks import throughput
+
+        return throughput.batching(args) if args.batching else throughput.waiting(args)
     ref_python = reference_python()
     runs = plan(args)
     if ref_python is None:

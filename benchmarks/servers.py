@@ -34,7 +34,7 @@ class ServerKind:
     @property
     def ws(self) -> bool:
         """Whether it serves ``/ws``."""
-        return self.framework in ("fastapi", "raw")
+        return self.framework in ("fastapi", "raw", "granian")
 
     def supports(self, transform: str) -> bool:
         """Whether it can run ``transform`` (the raw server only echoes)."""
@@ -49,6 +49,14 @@ class ServerKind:
     ) -> tuple[list[str], dict[str, str]]:
         """argv (``{port}`` left to the launcher) and extra environment."""
         env = {"PYTHONPATH": str(REPO), "AISETL_THREADS": str(THREADS)}
+        if self.framework == "granian":  # our FastAPI app on Granian (pip install granian)
+            env["BENCH_TRANSFORM"] = transform
+            argv = [
+                sys.executable, "-m", "granian", "--interface", "asgi", "--loop", "uvloop",
+                "--host", "127.0.0.1", "--port", "{port}", "--workers", str(workers),
+                "--blocking-threads", "1", "benchmarks.granian_app:app",
+            ]  # fmt: skip
+            return argv, env
         if self.side == "ours":
             argv = [
                 sys.executable, "-m", "aisetl", "serve", f"benchmarks.ours:{CLASSES[transform]}",
@@ -83,7 +91,9 @@ OURS = [ServerKind(f"ours-{fw}", "ours", fw) for fw in ("fastapi", "flask", "htt
 REFERENCE = [ServerKind(f"ref-{fw}", "ref", fw) for fw in ("fastapi", "flask", "http")]
 RAW = ServerKind("raw-echo", "raw", "raw")
 ALL = [*OURS, *REFERENCE, RAW]
-BY_NAME = {kind.name: kind for kind in ALL}
+#: Opt-in only (named with --server): our FastAPI app on Granian instead of uvicorn.
+GRANIAN = ServerKind("ours-granian", "ours", "granian")
+BY_NAME = {kind.name: kind for kind in [*ALL, GRANIAN]}
 
 
 def reference_python() -> str | None:

@@ -49,3 +49,17 @@ def test_a_cancelled_waiter_does_not_break_delivery() -> None:
         handoff.shutdown()
 
     asyncio.run(main())
+
+
+def test_work_handed_over_at_once_gets_a_thread_each() -> None:
+    """Idle threads serve one piece of work each: a burst starts threads for the rest."""
+
+    async def main() -> None:
+        handoff = Handoff(asyncio.get_running_loop(), threads=64)
+        await handoff.run(sum, [1])  # one thread, idle from now on
+        barrier = threading.Barrier(16, timeout=10)
+        results = await asyncio.gather(*(handoff.run(barrier.wait) for _ in range(16)))
+        assert sorted(results) == list(range(16))  # all 16 waited at the barrier together
+        handoff.shutdown()
+
+    asyncio.run(main())

@@ -57,3 +57,21 @@ def test_waiting_transforms_get_every_thread() -> None:
     _run(limiter, lambda: time.sleep(0.02), threads=4, rounds=10)
     assert limiter.limit == 64
     assert _run(limiter, lambda: time.sleep(0.05), threads=12, rounds=1) > CPU_BOUND_SLOTS
+
+
+def test_waiting_transforms_get_every_thread_in_their_first_round() -> None:
+    """Calls that wait lift the limit while they run: no first round at two slots."""
+    limiter = TransformLimiter(fixed=None, ceiling=64)
+    assert _run(limiter, lambda: time.sleep(0.3), threads=16, rounds=1) == 16
+    assert limiter.limit == 64
+
+
+def test_long_cpu_bound_calls_keep_few_slots_while_others_wait() -> None:
+    def spin() -> None:
+        deadline = time.thread_time() + 0.1
+        while time.thread_time() < deadline:
+            pass
+
+    limiter = TransformLimiter(fixed=None, ceiling=64)
+    assert _run(limiter, spin, threads=6, rounds=1) <= CPU_BOUND_SLOTS
+    assert limiter.limit == CPU_BOUND_SLOTS

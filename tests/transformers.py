@@ -8,11 +8,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import BinaryIO
 
-from aisetl import ETLServer, TransformError
+from aisetl import ETLServer, Item, TransformError
 
 CHUNK = 64 * 1024
 
@@ -129,3 +131,61 @@ class ShowDirectPut(ETLServer):
 
     def transform(self, data: bytes | str, path: str, etl_args: str) -> bytes:
         return str(self.direct_put).encode()
+
+
+class BatchUpper(ETLServer):
+    """``transform_batch``: each result is the object upper-cased, a newline, then its batch as
+    JSON (``{"size": n, "paths": [...]}``), so a test sees which objects ran together.
+
+    Per item, ``etl_args`` ``fail`` returns a ValueError and ``reject`` a TransformError(415);
+    for the whole batch, ``short`` returns one result too few, ``raise`` raises and
+    ``sleep=<s>`` sleeps first.
+    """
+
+    def transform_batch(self, items: list[Item]) -> list[bytes | Exception]:
+        args = {item.etl_args for item in items}
+        for arg in args:
+            if arg.startswith("sleep="):
+                time.sleep(float(arg.split("=", 1)[1]))
+        if "raise" in args:
+            raise RuntimeError("the whole batch failed")
+        seen = json.dumps({"size": len(items), "paths": sorted(i.path for i in items)}).encode()
+        results: list[bytes | Exception] = []
+        for item in items:
+            if item.etl_args == "fail":
+                results.append(ValueError(f"cannot transform {item.path}"))
+            elif item.etl_args == "reject":
+                results.append(TransformError(415, f"unsupported input: {item.path}"))
+            else:
+                data = item.data
+                if isinstance(data, str):
+                    with open(data, "rb") as file:
+                        data = file.read()
+                results.append(upper(data) + b"\n" + seen)
+        return results[:-1] if "short" in args else results
+
+
+def batch_of(content: bytes) -> dict[str, object]:
+    """The batch a :class:`BatchUpper` result says its object ran in."""
+    seen: dict[str, object] = json.loads(content.rsplit(b"\n", 1)[1])
+    return seen
+
+
+class BatchPlainUpper(ETLServer):
+    """``transform_batch`` that upper-cases each object (the same answer in any batch)."""
+
+    def transform_batch(self, items: list[Item]) -> list[bytes]:
+        return [upper(item.data) if isinstance(item.data, bytes) else b"" for item in items]
+
+
+class ShowGpu(ETLServer):
+    """Says which GPUs its process saw when it was built and sees now (``AISETL_GPUS`` tests)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>")
+        self.logger.info("built in pid %d seeing CUDA_VISIBLE_DEVICES=%s", os.getpid(), self.seen)
+
+    def transform(self, data: bytes | str, path: str, etl_args: str) -> bytes:
+        now = os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>")
+        return f"{os.getpid()}|{self.seen}|{now}".encode()

@@ -1,13 +1,14 @@
 """aisetl: build, test and run AIStore ETL transformation servers.
 
 A drop-in replacement for ``aistore.sdk.etl.webserver``: subclass a server, override
-``transform`` (or ``transform_stream``), start it.
+``transform`` (or ``transform_stream``, or ``transform_batch`` to be fed batches), start it.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from aisetl.batch import Item
 from aisetl.config import ConfigError
 from aisetl.server import ETLServer, TransformError
 
@@ -24,6 +25,7 @@ __all__ = [
     "FastAPIServer",
     "FlaskServer",
     "HTTPMultiThreadedServer",
+    "Item",
     "TransformError",
     "__version__",
 ]

@@ -1,7 +1,15 @@
-"""Run a WSGI app object under gunicorn, configured in code (no config file, no argv)."""
+"""Run a WSGI app object under gunicorn, configured in code (no config file, no argv).
+
+The worker's answer to a malformed request relies on parts of gunicorn that are not public
+(:data:`GUNICORN_METHODS`, :data:`GUNICORN_ATTRIBUTES`, chunk errors that are parse errors),
+checked at import; where one is missing, a :class:`~aisetl._hooks.DependencyWarning` says what
+is lost (and without the method, :data:`ETLThreadWorker` is gunicorn's own worker).
+"""
 
 from __future__ import annotations
 
+import itertools
+import signal
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -16,16 +24,29 @@ from gunicorn.http.errors import (
 )
 from gunicorn.workers.gthread import ThreadWorker
 
+from aisetl import drain, gpus, pod
+from aisetl._hooks import missing, warn_missing
 from aisetl.head_deadline import HeadWatchdog, first_byte_waiting
 from aisetl.http11 import serialize
 from aisetl.probe_fastpath import answer_waiting_probe, defer_accept
 from aisetl.reply import malformed_request_reply
+from aisetl.watch import in_flight
 from aisetl.workers import tune_interpreter
 
-#: What the client sent wrong (chunk errors are IOErrors before gunicorn 23).
-_PARSE_ERRORS = (ParseException, InvalidChunkSize, ChunkMissingTerminator)
+#: What the client sent wrong. (Before gunicorn 27 the chunk errors were IOErrors, which the
+#: threaded worker takes for a lost connection: it closes it without calling handle_error.)
+_CHUNK_ERRORS = (InvalidChunkSize, ChunkMissingTerminator)
+_PARSE_ERRORS = (ParseException, *_CHUNK_ERRORS)
 #: Parse errors whose status gunicorn does not keep on the exception.
 _STATUS = {LimitRequestLine: 414, LimitRequestHeaders: 431}
+#: The worker's method the subclass overrides, and the state it reads.
+GUNICORN_METHODS = ("handle_error", "handle_request", "handle_exit")
+GUNICORN_ATTRIBUTES = ("log",)
+LOST = (
+    "a request gunicorn cannot parse gets gunicorn's own HTML error page "
+    "instead of aisetl's plain-text error, and repeated headers reach the server joined by "
+    "commas (which copy of Ais-Node-Url came first is lost)"
+)
 
 
 _request = threading.local()
@@ -51,13 +72,24 @@ def current_headers() -> list[tuple[str, str]] | None:
     return headers
 
 
-class ETLThreadWorker(ThreadWorker):  # type: ignore[misc]
+class ParseErrorWorker(ThreadWorker):  # type: ignore[misc]
     """gunicorn's threaded worker; a request it cannot parse is answered in our error format.
 
     (gunicorn's own answer is an HTML page.) This covers a body with broken chunk framing too:
     the error rises out of the application's read, and gunicorn then closes the connection,
     which a reply from the application could not make it do. Other errors are gunicorn's.
     """
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        """SIGTERM: drain (/health answers 503) until the objects in flight are done."""
+        if drain.reason() is not None:
+            return
+        drain.begin(signal.Signals(sig).name)
+        stop = super().handle_exit
+        grace = float(self.cfg.graceful_timeout)
+        threading.Thread(
+            target=drain.then(lambda: stop(sig, frame), in_flight, grace), daemon=True
+        ).start()
 
     head_deadline: HeadWatchdog | None = None
 
@@ -130,12 +162,45 @@ class _ProbeAnsweringListener:
         return getattr(self._listener, name)
 
 
-class _EmbeddedApplication(BaseApplication):  # type: ignore[misc]
-    """A gunicorn application around an app object built before the workers fork."""
+def missing_hooks(base: type) -> list[str]:
+    """What of :data:`GUNICORN_METHODS` and :data:`GUNICORN_ATTRIBUTES` ``base`` lacks."""
+    return missing(base, GUNICORN_METHODS, GUNICORN_ATTRIBUTES)
 
-    def __init__(self, app: Callable[..., Iterable[bytes]], options: dict[str, Any]) -> None:
+
+#: The worker class named in gunicorn's options (checked once, at import).
+ETLThreadWorker: type[Any] = (
+    ThreadWorker
+    if warn_missing("gunicorn", missing_hooks(ThreadWorker), LOST)
+    else ParseErrorWorker
+)
+if not all(issubclass(error, ParseException) for error in _CHUNK_ERRORS):
+    warn_missing(
+        "gunicorn",
+        ["chunk errors that are parse errors (it raises IOErrors)"],
+        "a body with broken chunk framing ends the connection without an answer",
+    )
+
+
+WSGIApp = Callable[..., Iterable[bytes]]
+
+
+class _EmbeddedApplication(BaseApplication):  # type: ignore[misc]
+    """A gunicorn application around an app object built before the workers fork, or built
+    in each worker by ``build`` (after its GPU is pinned, see :mod:`aisetl.gpus`)."""
+
+    def __init__(
+        self, app: WSGIApp | None, options: dict[str, Any], build: Callable[[], WSGIApp] | None
+    ) -> None:
         self._app = app
-        self._options = options
+        self._build = build
+        also = options.get("post_fork")
+
+        def post_fork(server: Any, worker: Any) -> None:
+            pin_worker_gpu(server, worker)
+            if also is not None:
+                also(server, worker)
+
+        self._options = {"pre_fork": assign_worker_index, **options, "post_fork": post_fork}
         super().__init__()
 
     def load_config(self) -> None:
@@ -143,13 +208,38 @@ class _EmbeddedApplication(BaseApplication):  # type: ignore[misc]
             if key in self.cfg.settings:  # options newer gunicorn releases added are skipped
                 self.cfg.set(key, value)
 
-    def load(self) -> Callable[..., Iterable[bytes]]:
+    def load(self) -> WSGIApp:
+        if self._app is None:
+            assert self._build is not None
+            self._app = self._build()  # in the worker: gunicorn does not preload
         return self._app
 
 
-def run_gunicorn(app: Callable[..., Iterable[bytes]], options: dict[str, Any]) -> None:
+def run_gunicorn(app: WSGIApp, options: dict[str, Any]) -> None:
     """Serve ``app`` with gunicorn until it is stopped by a signal."""
+    _run(app, None, options)
+
+
+def run_gunicorn_built_per_worker(build: Callable[[], WSGIApp], options: dict[str, Any]) -> None:
+    """Serve the app ``build()`` makes in each worker process, until stopped by a signal."""
+    _run(None, build, options)
+
+
+def _run(app: WSGIApp | None, build: Callable[[], WSGIApp] | None, options: dict[str, Any]) -> None:
     global _header_timeout
     _header_timeout = float(options.get(HEADER_TIMEOUT_OPTION, _header_timeout))
     tune_interpreter()
-    _EmbeddedApplication(app, options).run()
+    with pod.forking(int(options.get("workers", 1))):
+        _EmbeddedApplication(app, options, build).run()
+
+
+def assign_worker_index(server: Any, worker: Any) -> None:
+    """gunicorn's pre_fork hook: the lowest index no live worker has (a replacement takes the
+    index of the worker it replaces)."""
+    taken = {getattr(w, "aisetl_index", None) for w in server.WORKERS.values()}
+    worker.aisetl_index = next(i for i in itertools.count() if i not in taken)
+
+
+def pin_worker_gpu(server: Any, worker: Any) -> None:
+    """gunicorn's post_fork hook: the worker sees only its GPU (``AISETL_GPUS``)."""
+    gpus.pin_from_env(getattr(worker, "aisetl_index", 0))

@@ -17,7 +17,7 @@ from aisetl.http11 import serialize
 from aisetl.probe_fastpath import answer_waiting_probe_fd
 
 
-class DeadlineHttpToolsProtocol(ETLHttpToolsProtocol):
+class DeadlineHttpToolsProtocol(ETLHttpToolsProtocol):  # type: ignore[valid-type,misc]
     """:class:`ETLHttpToolsProtocol` whose request heads must arrive within ``header_timeout``."""
 
     header_timeout = 5.0  # set per server by aisetl._uvicorn_run
@@ -26,7 +26,7 @@ class DeadlineHttpToolsProtocol(ETLHttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._head_timer: asyncio.TimerHandle | None = None
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:
         super().connection_made(transport)
         sock = transport.get_extra_info("socket")
         if sock is None:

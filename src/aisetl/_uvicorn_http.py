@@ -1,23 +1,48 @@
-"""uvicorn's HTTP/1.1 protocol, except that a request it cannot parse gets our error format.
+"""uvicorn's HTTP/1.1 protocol, except that a request it cannot parse gets our error format,
+and that a whole body can be collected without uvicorn's copies.
 
 uvicorn answers every parse error with the same ``Invalid HTTP request received.``; the parser
 knows what was wrong (``Invalid character in Content-Length``, ``Invalid character in chunk
 size``, ...), and the client should be told, in the words every other failure uses.
+The override relies on parts of uvicorn's protocol that are not public (:data:`UVICORN_METHODS`,
+:data:`UVICORN_ATTRIBUTES`), checked at import; where one is missing, :data:`ETLHttpToolsProtocol`
+is uvicorn's own protocol and a :class:`~aisetl._hooks.DependencyWarning` says so.
+
+For a body the handler wants whole (its size known and admitted), uvicorn would copy every
+64 KiB piece twice (into its buffer, then out of it), pause and resume reading each time, and
+wake the handler per piece: :func:`receive_whole` instead keeps the pieces the parser gives as
+they are and wakes the handler once, when the body is complete; the caller joins them once.
+
+A reply's status line and headers wait for its first body bytes and go out with them in one
+write (uvicorn writes them apart: two system calls per small reply instead of one).
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from aisetl._hooks import missing, warn_missing
 from aisetl.http11 import serialize
 from aisetl.protocol import decode_path
 from aisetl.reply import malformed_request_reply
+from aisetl.sources import ClientGone
+
+#: The method uvicorn calls for a request it cannot parse, which the subclass overrides.
+UVICORN_METHODS = ("send_400_response", "on_headers_complete", "on_body")
+#: Connection state the override reads.
+UVICORN_ATTRIBUTES = ("url", "logger", "client", "transport", "cycle")
+LOST = (
+    "a request uvicorn cannot parse gets uvicorn's own 'Invalid HTTP request received.' "
+    "instead of the parser's reason in aisetl's error format"
+)
 
 
-class ETLHttpToolsProtocol(HttpToolsProtocol):
+class ParseErrorProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol; a malformed request is answered with the parser's reason."""
 
     def send_400_response(self, msg: str) -> None:
@@ -28,3 +53,142 @@ class ETLHttpToolsProtocol(HttpToolsProtocol):
         self.logger.warning("malformed request from %s: %s", self.client, detail)
         self.transport.write(serialize(malformed_request_reply(400, detail, path)))
         self.transport.close()
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        if self.cycle is not None and _CYCLE_HOOKS_OK:
+            self.cycle.__class__ = _Cycle  # the same object, with send() below
+            self.cycle.aisetl_ours = True  # type: ignore[attr-defined]
+
+    def on_body(self, body: bytes) -> None:
+        pieces: list[bytes] | None = getattr(self.cycle, "aisetl_pieces", None)
+        if pieces is None or self.cycle.response_complete:
+            super().on_body(body)
+            return
+        pieces.append(body)  # no copy, no pause: the handler admitted this size
+
+
+async def receive_whole(receive: Callable[[], Awaitable[Any]]) -> list[bytes] | None:
+    """The rest of the request body as the parser's pieces, or ``None`` when ``receive`` is not
+    our protocol's (then read it message by message)."""
+    cycle = getattr(receive, "__self__", None)
+    if not isinstance(cycle, RequestResponseCycle) or not getattr(cycle, "aisetl_ours", False):
+        return None
+    pieces: list[bytes] = [bytes(cycle.body)] if cycle.body else []
+    cycle.body = bytearray()
+    cycle.aisetl_pieces = pieces  # type: ignore[attr-defined]
+    if cycle.waiting_for_100_continue and not cycle.transport.is_closing():
+        cycle.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        cycle.waiting_for_100_continue = False
+    cycle.flow.resume_reading()  # (the first pieces may have paused it)
+    while cycle.more_body and not cycle.disconnected and not cycle.response_complete:
+        await cycle.message_event.wait()
+        cycle.message_event.clear()
+    if cycle.disconnected:
+        raise ClientGone("client disconnected before the body was complete")
+    return pieces
+
+
+class _Cycle(RequestResponseCycle):
+    """uvicorn's request cycle, except that the header block is written with the body."""
+
+    aisetl_held: bytes | None = None
+
+    async def send(self, message: Any) -> None:
+        if message["type"] == "http.response.start" and not self.response_started:
+            real = self.transport
+            hold = _Hold(real)
+            self.transport = hold  # type: ignore[assignment]
+            try:
+                await super().send(message)
+            finally:
+                self.transport = real
+            self.aisetl_held = hold.held
+            return
+        held = self.aisetl_held
+        if held is None:
+            await super().send(message)
+            return
+        self.aisetl_held = None
+        real = self.transport
+        first = _Prepend(real, held)
+        self.transport = first  # type: ignore[assignment]
+        try:
+            await super().send(message)
+        finally:
+            self.transport = real
+            if not first.used:  # no body bytes (HEAD, an empty body): the headers alone
+                first.flush()
+
+
+class _Hold:
+    """A transport whose writes are kept (the header block of ``http.response.start``)."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+        self.held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        self.held = data if self.held is None else self.held + data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+class _Prepend:
+    """A transport whose first write carries the held header block in front."""
+
+    SMALL = 64 * 1024  # up to this, one joined buffer; above, the two without a copy
+
+    def __init__(self, real: Any, held: bytes) -> None:
+        self._real = real
+        self._held = held
+        self.used = False
+
+    def write(self, data: bytes) -> None:
+        if self.used:
+            self._real.write(data)
+            return
+        self.used = True
+        if len(data) <= self.SMALL:
+            self._real.write(self._held + data)
+        else:
+            self._real.writelines([self._held, data])
+
+    def flush(self) -> None:
+        if not self.used:
+            self.used = True
+            self._real.write(self._held)
+
+    def close(self) -> None:
+        self.flush()
+        self._real.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def missing_hooks(base: type) -> list[str]:
+    """What of :data:`UVICORN_METHODS` and :data:`UVICORN_ATTRIBUTES` ``base`` lacks."""
+    return missing(base, UVICORN_METHODS, UVICORN_ATTRIBUTES)
+
+
+#: What :func:`receive_whole` and :class:`_Cycle` use of uvicorn's request cycle.
+CYCLE_METHODS = ("send",)
+CYCLE_ATTRIBUTES = (
+    "body", "more_body", "disconnected", "response_complete", "response_started",
+    "message_event", "flow", "waiting_for_100_continue", "transport",
+)  # fmt: skip
+#: Whether whole bodies skip uvicorn's copies (checked once, at import).
+_CYCLE_HOOKS_OK = not warn_missing(
+    "uvicorn",
+    missing(RequestResponseCycle, CYCLE_METHODS, CYCLE_ATTRIBUTES),
+    "request bodies are copied by uvicorn as usual, and reply heads are written apart",
+)
+
+#: The protocol class to give uvicorn as ``http=``.
+ETLHttpToolsProtocol: type[HttpToolsProtocol] = (
+    HttpToolsProtocol
+    if warn_missing("uvicorn", missing_hooks(HttpToolsProtocol), LOST)
+    else ParseErrorProtocol
+)

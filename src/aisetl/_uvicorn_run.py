@@ -22,9 +22,11 @@ from typing import Any
 
 import uvicorn
 
+from aisetl import drain
 from aisetl._uvicorn_deadline import with_header_timeout
 from aisetl._uvicorn_ws import FrameWebSocketProtocol
 from aisetl.config import Settings
+from aisetl.watch import in_flight
 
 #: The target's idle-connection timeout (PROTOCOL.md §14): a server must keep idle ones longer.
 TARGET_IDLE_TIMEOUT = 6.0
@@ -48,16 +50,35 @@ def etl_uvicorn_config(app: Any, host: str, port: int, settings: Settings) -> uv
         timeout_graceful_shutdown=int(settings.grace_period) or None,
         backlog=2048,
         access_log=False,
+        proxy_headers=False,  # a target connects directly: no forwarded headers to trust
         server_header=False,
         log_level="info",
+        log_config=None,  # its records go through our handler (aisetl.logs)
     )
 
 
 class GracefulServer(uvicorn.Server):
-    """uvicorn, except that a graceful stop on SIGTERM ends with exit status 0.
+    """uvicorn, except that a graceful stop on SIGTERM drains first and ends with status 0.
 
-    (uvicorn re-raises the signal once it has stopped, so the process would die of it.)
+    On the first SIGTERM or SIGINT it keeps serving, with ``/health`` answering 503, until the
+    objects in flight are done (at most ``timeout_graceful_shutdown`` seconds); then uvicorn
+    stops as usual. (uvicorn re-raises the signal once it has stopped, so the process would
+    die of it.)
     """
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if drain.reason() is None:
+            drain.begin(signal.Signals(sig).name)
+            return
+        super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        if drain.reason() is not None and not self.should_exit:
+            grace = float(self.config.timeout_graceful_shutdown or 0)
+            if in_flight() == 0 or drain.seconds() >= grace:
+                self.config.timeout_graceful_shutdown = max(int(grace - drain.seconds()), 1)
+                self.should_exit = True
+        return await super().on_tick(counter)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:

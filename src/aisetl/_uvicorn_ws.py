@@ -14,27 +14,66 @@ opt-in extension, announced in the scope as ``aisetl.ws.frames``:
   one frame when the transport has room.
 
 Applications that do not opt in (user routes, any other app) get plain ASGI. Text messages
-are always whole. Without uvicorn's sans-I/O protocol (older uvicorn), nothing changes:
-:data:`FrameWebSocketProtocol` is ``None`` and uvicorn's default is used.
+are always whole. The subclass relies on methods and attributes of uvicorn's protocol that are
+not public (:data:`UVICORN_METHODS`, :data:`UVICORN_ATTRIBUTES`); they are checked at import.
+Where one is missing (a uvicorn outside the tested range), :data:`FrameWebSocketProtocol` is
+``None``, uvicorn's default protocol is used (whole messages), and a
+:class:`~aisetl._hooks.DependencyWarning` names the version and what is lost.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
+
+from aisetl._hooks import missing, warn_missing
 
 EXTENSION = "aisetl.ws.frames"
 MORE = "aisetl.more"
 
+#: Methods of uvicorn's sans-I/O protocol that the subclass overrides or relies on
+#: (``receive`` resumes reading, ``pause_writing`` / ``resume_writing`` drive ``writable``).
+UVICORN_METHODS = (
+    "handle_connect", "handle_bytes", "handle_cont", "send", "data_received", "receive",
+    "pause_writing", "resume_writing",
+)  # fmt: skip
+#: Its connection state that the subclass reads or sets.
+UVICORN_ATTRIBUTES = (
+    "scope", "curr_msg_data_type", "close_sent", "queue", "read_paused", "transport",
+    "writable", "disconnected", "conn",
+)  # fmt: skip
+#: What the subclass calls on the protocol's ``conn`` (websockets' sans-I/O ``ServerProtocol``).
+WEBSOCKETS_METHODS = ("send_binary", "send_continuation", "data_to_send")
+#: What a user loses when the check fails.
+LOST = (
+    "WebSocket messages are read and written whole, so a streamed object is held in memory "
+    "(AISETL_WS_FRAMES has no effect)"
+)
 
-def _build() -> type[Any] | None:
+
+def frame_protocol_or_none() -> type[Any] | None:
+    """The frame-by-frame subclass of uvicorn's protocol, or ``None`` (and one warning)."""
     try:
-        from uvicorn.protocols.websockets import websockets_sansio_impl
-    except ImportError:  # pragma: no cover - uvicorn before the sans-I/O protocol
+        from uvicorn.protocols.utils import ClientDisconnected
+        from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+        from websockets.server import ServerProtocol
+    except ImportError as exc:
+        warn_missing("uvicorn", [f"{exc.name or exc} (the sans-I/O WebSocket protocol)"], LOST)
         return None
-    base: type[Any] = websockets_sansio_impl.WebSocketsSansIOProtocol
-    needed = ("handle_connect", "handle_bytes", "handle_cont", "send", "data_received")
-    if not all(hasattr(base, name) for name in needed):  # pragma: no cover - unknown uvicorn
+    if warn_missing("uvicorn", missing_hooks(WebSocketsSansIOProtocol), LOST):
         return None
+    if warn_missing("websockets", missing(ServerProtocol, WEBSOCKETS_METHODS), LOST):
+        return None
+    return build(WebSocketsSansIOProtocol, ClientDisconnected)
+
+
+def missing_hooks(base: type) -> list[str]:
+    """What of :data:`UVICORN_METHODS` and :data:`UVICORN_ATTRIBUTES` ``base`` lacks."""
+    return missing(base, UVICORN_METHODS, UVICORN_ATTRIBUTES, not_from=asyncio.Protocol)
+
+
+def build(base: type[Any], client_disconnected: type[Exception]) -> type[Any]:
+    """Subclass uvicorn's sans-I/O protocol ``base`` with the ``aisetl.ws.frames`` extension."""
 
     class FrameProtocol(base):  # type: ignore[misc]
         """uvicorn's sans-I/O WebSocket protocol with the ``aisetl.ws.frames`` extension."""
@@ -92,9 +131,7 @@ def _build() -> type[Any] | None:
                 return
             await self.writable.wait()
             if self.disconnected or self.close_sent:
-                from uvicorn.protocols.utils import ClientDisconnected
-
-                raise ClientDisconnected()
+                raise client_disconnected()
             data = message.get("bytes") or b""
             fin = not message[MORE]
             if self.aisetl_sending:
@@ -108,4 +145,4 @@ def _build() -> type[Any] | None:
 
 
 #: The protocol class to give uvicorn as ``ws=`` (``None``: use uvicorn's default).
-FrameWebSocketProtocol: type[Any] | None = _build()
+FrameWebSocketProtocol: type[Any] | None = frame_protocol_or_none()

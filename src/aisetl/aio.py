@@ -57,15 +57,19 @@ class LoopIO:
         url: str,
         body: bytes | None = None,
         headers: dict[str, str] | None = None,
+        timeout: float | None = None,
     ) -> Response:
-        """One request; raises :class:`TransportFailed` when no complete answer arrives."""
+        """One request; raises :class:`TransportFailed` when no complete answer arrives.
+
+        ``timeout`` (seconds) replaces ``AISETL_HOP_READ_TIMEOUT`` for this request.
+        """
         try:
             return await self._client.request(
                 method,
                 url,
                 headers={**self._headers, **(headers or {})},
                 body=body,
-                timeout=self._settings.hop_read_timeout,
+                timeout=self._settings.hop_read_timeout if timeout is None else timeout,
             )
         except TransportError as exc:
             raise TransportFailed(

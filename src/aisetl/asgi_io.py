@@ -12,6 +12,7 @@ import io
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from aisetl._uvicorn_http import receive_whole
 from aisetl.handoff import Handoff
 from aisetl.reply import Reply
 from aisetl.sources import BodyDoesNotFit, BodyTooLarge, ClientGone, Failure
@@ -27,6 +28,13 @@ async def read_body(receive: Receive, limit: int, length: int | None = None) -> 
     With a ``Content-Length`` the buffer has its final size from the start (no regrowth, and
     ``getvalue`` hands it over without a copy); otherwise it grows as chunks come.
     """
+    if length is not None and (not limit or length <= limit):
+        pieces = await receive_whole(receive)
+        if pieces is not None:  # our uvicorn protocol: the parser's pieces, joined once
+            body = b"".join(pieces)
+            if limit and len(body) > limit:
+                raise BodyTooLarge(limit)
+            return body
     first = b""
     buffer: io.BytesIO | None = None
     size = 0

@@ -72,6 +72,20 @@ def _seconds(env: Mapping[str, str], name: str, default: float, minimum: float =
     return value
 
 
+_FALSY = ("0", "f", "false", "n", "no", "off")
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if raw.lower() in _FALSY:
+        return False
+    if parse_bool(raw):
+        return True
+    raise ConfigError(f"{name}={raw!r} is not a boolean: use true or false")
+
+
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     raw = env.get(name, "")
     return tuple(item.strip() for item in raw.replace(":", ",").split(",") if item.strip())
@@ -84,9 +98,25 @@ def _concurrency(env: Mapping[str, str]) -> int | None:
     return _int(env, "AISETL_TRANSFORM_CONCURRENCY", 1, minimum=1)
 
 
+def parse_gpus(env: Mapping[str, str]) -> str:
+    """``AISETL_GPUS`` checked and normalized: "", "auto", "none" or "0,1,..."."""
+    raw = env.get("AISETL_GPUS", "").strip().lower().replace(" ", "")
+    if raw in ("", "auto", "none"):
+        return raw
+    ids = raw.split(",")
+    if not all(ids):
+        raise ConfigError(
+            f"AISETL_GPUS={raw!r}: use 'auto', 'none' or GPU indices or UUIDs such as 0,1"
+        )
+    return ",".join(ids)
+
+
 #: How a WebSocket task failure is reported (PROTOCOL.md §7.4 has no error channel).
 WS_ERRORS_TEXT = "text"
 WS_ERRORS_CLOSE = "close"
+#: Log formats (``AISETL_LOG_FORMAT``).
+LOG_TEXT = "text"
+LOG_JSON = "json"
 #: A failed task whose result was headed for another target gets an empty binary message.
 WS_ERRORS_BINARY = "binary"
 WS_ERRORS = (WS_ERRORS_TEXT, WS_ERRORS_CLOSE, WS_ERRORS_BINARY)
@@ -126,9 +156,21 @@ class Settings:
     keepalive_timeout: float = 75.0
     header_timeout: float = 5.0  # 0: no header-read deadline
     ws_errors: str = WS_ERRORS_TEXT
-    ws_inflight: int = 16
+    ws_inflight: int = 128
     ws_frames: bool = True
     inline_max_bytes: int = 1024 * 1024
+    # operations (AISETL_METRICS, AISETL_LOG_FORMAT, AISETL_ACCESS_LOG, AISETL_OBJ_TIMEOUT,
+    # AISETL_MAX_INFLIGHT_BYTES)
+    metrics: bool = True
+    log_format: str = LOG_TEXT
+    access_log: bool = False
+    obj_timeout: float = 0.0  # seconds; 0: no deadline
+    max_inflight_bytes: int | None = None  # None: derived from the memory limit; 0: no bound
+    async_concurrency: int = 256  # async transforms awaited at once per worker
+    max_batch_size: int | None = None  # None: the class's own (see aisetl.batch)
+    max_batch_delay: float | None = None
+    batch_concurrency: int | None = None  # batches running at once per worker
+    gpus: str = ""  # AISETL_GPUS as given ("", "auto" or "0,1,..."); see aisetl.gpus
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -154,6 +196,15 @@ class Settings:
         workers_raw = env.get("NUM_WORKERS", "").strip()
         max_body = env.get("AISETL_MAX_BODY_SIZE", "").strip()
         inline_max = env.get("AISETL_INLINE_MAX_BYTES", "").strip()
+        log_format = env.get("AISETL_LOG_FORMAT", "").strip().lower() or LOG_TEXT
+        if log_format not in (LOG_TEXT, LOG_JSON):
+            raise ConfigError(
+                f"AISETL_LOG_FORMAT={log_format!r}: use 'text' (the default) or 'json'"
+            )
+        inflight = env.get("AISETL_MAX_INFLIGHT_BYTES", "").strip()
+        batch_size = env.get("AISETL_MAX_BATCH_SIZE", "").strip()
+        batch_delay = env.get("AISETL_MAX_BATCH_DELAY", "").strip()
+        batch_conc = env.get("AISETL_BATCH_CONCURRENCY", "").strip()
         return cls(
             target_url=target_url.rstrip("/"),
             # The target sets the lower-case name; the reference reads the upper-case one.
@@ -181,9 +232,23 @@ class Settings:
             keepalive_timeout=_seconds(env, "AISETL_KEEPALIVE_TIMEOUT", 75.0, 1.0),
             header_timeout=_seconds(env, "AISETL_HEADER_TIMEOUT", 5.0),
             ws_errors=ws_errors,
-            ws_inflight=_int(env, "AISETL_WS_INFLIGHT", 16, minimum=1),
+            ws_inflight=_int(env, "AISETL_WS_INFLIGHT", 128, minimum=1),
             ws_frames=parse_bool(env.get("AISETL_WS_FRAMES", "true")),
             inline_max_bytes=(
                 parse_size("AISETL_INLINE_MAX_BYTES", inline_max) if inline_max else 1024 * 1024
             ),
+            metrics=_flag(env, "AISETL_METRICS", True),
+            log_format=log_format,
+            access_log=_flag(env, "AISETL_ACCESS_LOG", False),
+            obj_timeout=_seconds(env, "AISETL_OBJ_TIMEOUT", 0.0),
+            max_inflight_bytes=(
+                parse_size("AISETL_MAX_INFLIGHT_BYTES", inflight) if inflight else None
+            ),
+            async_concurrency=_int(env, "AISETL_ASYNC_CONCURRENCY", 256, minimum=1),
+            max_batch_size=_int(env, "AISETL_MAX_BATCH_SIZE", 1, minimum=1) if batch_size else None,
+            max_batch_delay=_seconds(env, "AISETL_MAX_BATCH_DELAY", 0.0) if batch_delay else None,
+            batch_concurrency=(
+                _int(env, "AISETL_BATCH_CONCURRENCY", 1, minimum=1) if batch_conc else None
+            ),
+            gpus=parse_gpus(env),
         )

@@ -191,7 +191,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("demo: aisetl " + " ".join(command), file=sys.stderr, flush=True)
     from aisetl.cli import main as aisetl_main
 
-    return aisetl_main(command)
+    code = aisetl_main(command)
+    if code == 0:
+        print(next_steps(root, audio, server), file=sys.stderr)
+    return code
+
+
+def aisetl_command() -> str:
+    """How to call this aisetl from the current folder: ``aisetl`` when it is on the PATH."""
+    here = Path(sys.executable).parent / "aisetl"
+    found = shutil.which("aisetl")
+    if found and Path(found).resolve() == here.resolve():
+        return "aisetl"
+    if here.is_file():
+        return os.path.relpath(here)
+    return f"{os.path.relpath(sys.executable)} -m aisetl"
+
+
+def _near(path: str | os.PathLike[str]) -> str:
+    """``path`` relative to the current folder when it is below it, else absolute."""
+    relative = os.path.relpath(path)
+    return str(Path(path).resolve()) if relative.startswith("..") else relative
+
+
+def next_steps(root: Path, audio: Path, ffmpeg: Path) -> str:
+    """The demo's last lines: the next three commands to try."""
+    aisetl = aisetl_command()
+    resize = _near(ffmpeg.parent.parent / "image_resize" / "server.py")
+    clips = sorted(p for p in audio.rglob("*.flac") if p.is_file())
+    clip = _near(clips[0]) if clips else _near(audio / "CLIP.flac")
+    images = _near(root / "images")
+    lines = ["", "demo: done. Next, try:"]
+    if aisetl != "aisetl":
+        bin_dir = _near(Path(sys.executable).parent)
+        lines.append(f"  (or first `source {bin_dir}/activate`: it puts aisetl on your PATH)")
+    lines += [
+        f"  {aisetl} get {_near(ffmpeg)} {clip} -o {_near(root / 'clip.wav')}",
+        f"  {aisetl} run {resize} --src {images} --dst "
+        f"{_near(root / 'thumbs')} --env SIZE=128x128 --env FORMAT=webp --ext '*:webp'",
+        f"  {aisetl} new my-etl    # your own transformer: a server, a test, a Dockerfile, a spec",
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -20,8 +20,10 @@ from urllib.parse import urlsplit
 
 import urllib3
 
+from aisetl import metrics
 from aisetl.aio import LoopIO, TransportFailed
 from aisetl.config import Settings
+from aisetl.deadline import Deadline, DeadlineExceeded
 from aisetl.outbound import TRANSIENT_ERRORS, OutboundClient, describe_error, redact_url
 from aisetl.protocol import (
     HEADER_DIRECT_PUT_LENGTH,
@@ -32,6 +34,7 @@ from aisetl.protocol import (
     compose_direct_put_url,
     direct_put_headers,
     interpret_hop_response,
+    is_target_hop,
     parse_bool,
     retry_delay,
 )
@@ -141,7 +144,7 @@ def answer_upstream(
         reason = response.header(HEADER_ETL_RETRY_REASON)
         if reason:  # a downstream stage asks for a resend: pass it on (§8.8)
             headers[HEADER_ETL_RETRY_REASON] = reason
-        logger.error("Hop %s answered %d: %r", shown, outcome.status, (first + rest)[:200])
+        # (logged once, with the hop's text, when the object ends)
         return Reply(outcome.status, headers, first + rest)
     if relay_stream:
         return Reply(outcome.status, headers, stream=_relay(first, response))
@@ -166,6 +169,8 @@ class Delivery:
         path: str,
         etl_args: str,
         replayable: bool,
+        observer: metrics.Observer = metrics.NULL,
+        deadline: Deadline | None = None,
     ) -> None:
         try:
             self.url = compose_direct_put_url(hop, settings.target_url, path, etl_args)
@@ -196,6 +201,27 @@ class Delivery:
         self.attempts = settings.direct_put_retries + 1
         self._backoff = settings.retry_backoff
         self._logger = logger
+        self._observer = observer
+        self._hop = metrics.HOP_TARGET if is_target_hop(hop) else metrics.HOP_ETL
+        self._deadline = deadline
+        self._read_timeout = settings.hop_read_timeout
+
+    def attempt(self, attempt: int) -> float:
+        """Before attempt ``attempt`` (from 0): the seconds it may take; 504 once it is too late.
+
+        A result is never delivered after its object's deadline: the target has given up on
+        it by then.
+        """
+        if self._deadline is not None:
+            self._deadline.check(f"delivering it by direct put to {self.shown}")
+        self._observer.direct_put(self._hop, metrics.ATTEMPT)
+        if self._deadline is None:
+            return self._read_timeout
+        return max(min(self._read_timeout, self._deadline.remaining()), 0.001)
+
+    def failed(self) -> None:
+        """The delivery failed for good (no answer, or the hop answered an error)."""
+        self._observer.direct_put(self._hop, metrics.FAILURE)
 
     def after_transport_failure(self, attempt: int, error: str, body_started: bool) -> Retry:
         """No answer came: retry when the body can be sent again, else answer for good.
@@ -204,9 +230,7 @@ class Delivery:
         still be sent, so it is retried like a replayable one.
         """
         if not self.replayable and (body_started or attempt + 1 >= self.attempts):
-            self._logger.warning(
-                "Direct put to %s failed (%s); asking the target to resend", self.shown, error
-            )
+            self.failed()
             raise Failure(
                 503,
                 f"Direct put to {self.shown} failed and the request body cannot be replayed: "
@@ -214,6 +238,7 @@ class Delivery:
                 {HEADER_ETL_RETRY_REASON: RETRY_REASON_DIRECT_PUT_TRANSIENT},
             )
         if attempt + 1 >= self.attempts:
+            self.failed()
             raise Failure(
                 502, f"Direct put to {self.shown} failed after {self.attempts} attempt(s): {error}"
             )
@@ -227,12 +252,22 @@ class Delivery:
             or not self.replayable
             or attempt + 1 >= self.attempts
         ):
+            if response.status >= 400:
+                self.failed()
             return None
         response.release(drain=True)
         return self._retry(attempt, "the next stage asked for a resend (503)")
 
     def _retry(self, attempt: int, error: str) -> Retry:
         delay = retry_delay(attempt, self._backoff)
+        deadline = self._deadline
+        if deadline is not None and deadline.remaining() <= delay:
+            self.failed()
+            raise DeadlineExceeded(
+                deadline.seconds,
+                f"delivering it by direct put to {self.shown} ({error}; no time left to retry)",
+            )
+        self._observer.direct_put(self._hop, metrics.RETRY)
         self._logger.warning(
             "Direct put to %s failed (attempt %d/%d: %s); retrying in %.1fs",
             self.shown,
@@ -284,16 +319,34 @@ class DirectPut:
         settings: Settings,
         logger: logging.Logger,
         sleep: Callable[[float], None] = time.sleep,
+        observer: metrics.Observer = metrics.NULL,
     ) -> None:
         self._client = client
         self._settings = settings
         self._logger = logger
         self._sleep = sleep
+        self._observer = observer
 
     def _delivery(
-        self, hop: str, rest: str, path: str, etl_args: str, replayable: bool
+        self,
+        hop: str,
+        rest: str,
+        path: str,
+        etl_args: str,
+        replayable: bool,
+        deadline: Deadline | None,
     ) -> Delivery:
-        return Delivery(self._settings, self._logger, hop, rest, path, etl_args, replayable)
+        return Delivery(
+            self._settings,
+            self._logger,
+            hop,
+            rest,
+            path,
+            etl_args,
+            replayable,
+            self._observer,
+            deadline,
+        )
 
     def deliver(
         self,
@@ -304,20 +357,28 @@ class DirectPut:
         make_body: Callable[[], bytes | Iterable[bytes]],
         replayable: bool,
         relay_stream: bool = False,
+        deadline: Deadline | None = None,
     ) -> Reply:
         """PUT the body made by ``make_body`` to ``hop``, on this thread.
 
         ``make_body`` is called for each attempt that needs a fresh body (a streaming
         transform re-runs from the start); a body none of which was read is sent again as is.
         """
-        plan = self._delivery(hop, rest, path, etl_args, replayable)
+        plan = self._delivery(hop, rest, path, etl_args, replayable, deadline)
         body: bytes | Iterable[bytes] | None = None
         for attempt in range(plan.attempts):
+            try:
+                timeout = plan.attempt(attempt)
+            except Failure:
+                _close(body)
+                raise
             if body is None:
                 body = make_body()
             counted = None if isinstance(body, bytes) else _Counted(body)
             try:
-                raw = self._client.put(plan.url, body if counted is None else counted, plan.headers)
+                raw = self._client.put(
+                    plan.url, body if counted is None else counted, plan.headers, timeout
+                )
             except _BodyFailed as exc:
                 _close(body)
                 raise exc.error from None
@@ -340,6 +401,7 @@ class DirectPut:
                 raise
             except Exception as exc:
                 _close(body)
+                plan.failed()
                 raise Failure(
                     500, f"Direct put to {plan.shown} failed: {describe_error(exc)}"
                 ) from exc
@@ -354,16 +416,25 @@ class DirectPut:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def deliver_async(
-        self, io: LoopIO, hop: str, rest: str, path: str, etl_args: str, body: bytes
+        self,
+        io: LoopIO,
+        hop: str,
+        rest: str,
+        path: str,
+        etl_args: str,
+        body: bytes,
+        deadline: Deadline | None = None,
     ) -> Reply:
         """:meth:`deliver` of a buffered result over the event loop's client (``io``)."""
-        plan = self._delivery(hop, rest, path, etl_args, replayable=True)
+        plan = self._delivery(hop, rest, path, etl_args, True, deadline)
         for attempt in range(plan.attempts):
+            timeout = plan.attempt(attempt)
             try:
-                raw = await io.request("PUT", plan.url, body, plan.headers)
+                raw = await io.request("PUT", plan.url, body, plan.headers, timeout)
             except TransportFailed as exc:
                 error = redact_url(str(exc))
                 if exc.after_headers:
+                    plan.failed()
                     raise Failure(
                         502, f"Reading the answer of {plan.shown} failed: {error}"
                     ) from exc

@@ -35,6 +35,14 @@ from aisetl.protocol import (
 from aisetl.sources import BodyTooLarge, Failure, check_fits_in_memory
 
 _OBJECT_METHODS = ("GET", "PUT")
+#: The Prometheus scrape path, answered beside ``/health`` (never an object).
+METRICS_PATH = "/metrics"
+
+
+def is_metrics_request(method: str, raw_path: str) -> bool:
+    """A scrape: ``GET`` or ``HEAD /metrics``, answered (or refused, when the metrics are off)
+    before admission. ``PUT /metrics`` is an object named ``metrics``, as for ``/health``."""
+    return raw_path == METRICS_PATH and method in ("GET", "HEAD")
 
 
 class Headers:

@@ -21,13 +21,15 @@ from typing import Any, ClassVar
 import uvicorn
 from fastapi import FastAPI
 
+from aisetl import drain
 from aisetl._uvicorn_run import GracefulServer, etl_uvicorn_config, raise_loading_keep_alive
 from aisetl._uvicorn_ws import EXTENSION as FRAMES_EXTENSION
 from aisetl.aio import LoopIO
 from aisetl.asgi_io import Receive, ReceiveReader, Send, read_body, send_reply
-from aisetl.edge import Body, Headers, Refused, RequestHead, content_length
+from aisetl.edge import Body, Headers, Refused, RequestHead, content_length, is_metrics_request
 from aisetl.flow import Flow
 from aisetl.handoff import Handoff
+from aisetl.metrics import metrics_reply
 from aisetl.protocol import DEFAULT_PORT, HEALTH_BODY, WS_PATH, is_health_check
 from aisetl.reply import TEXT_PLAIN, health_reply
 from aisetl.server import ETLServer
@@ -150,12 +152,16 @@ class ProtocolHandler:
         raw = scope.get("raw_path")
         raw_path = raw.decode("utf-8", "surrogateescape") if raw else scope["path"]
         if is_health_check(method, raw_path):
-            if method == "GET":  # the kubelet's probe: answered on the loop, nothing to allocate
+            if method == "GET" and drain.reason() is None:
+                # the kubelet's probe: answered on the loop, nothing to allocate
                 start = {"type": "http.response.start", "status": 200, "headers": _HEALTH_HEADERS}
                 await send(start)
                 await send({"type": "http.response.body", "body": HEALTH_BODY})
             else:
-                await send_reply(send, health_reply(), head_only=True)
+                await send_reply(send, health_reply(), head_only=method == "HEAD")
+            return
+        if is_metrics_request(method, raw_path):
+            await send_reply(send, metrics_reply(self._etl.settings), head_only=method == "HEAD")
             return
         headers = Headers.from_raw(scope["headers"])
         head = RequestHead(
@@ -174,21 +180,39 @@ class ProtocolHandler:
             return
         request = admitted.request
         body: bytes | io.BufferedReader | None = None
-        try:
-            limit = self._etl.settings.max_body_size
-            if admitted.body is Body.STREAM:
-                body = io.BufferedReader(ReceiveReader(receive, runtime.loop, limit), 256 * 1024)
-            elif admitted.body is Body.BYTES:
-                body = await read_body(receive, limit, head.content_length)
-            reply = await flow.handle_async(request, body, runtime.io)
-            if reply is None:
-                reply = await runtime.threads.run(flow.handle, request, body)
-        except Failure as failure:
-            reply = flow.failure_reply(request.path, failure)
-        except ClientGone as exc:
-            flow.client_gone(exc)
-            return
-        await send_reply(send, reply, runtime.threads)
+        listener: asyncio.Future[Any] | None = None
+
+        def gone() -> bool:  # the disconnect listener returned (it is cancelled once replying)
+            return listener is not None and listener.done() and not listener.cancelled()
+
+        with flow.watch(request, gone=gone) as watch:
+            try:
+                limit = self._etl.settings.max_body_size
+                if admitted.body is Body.STREAM:
+                    reader = ReceiveReader(receive, runtime.loop, limit)
+                    body = io.BufferedReader(reader, 256 * 1024)
+                elif admitted.body is Body.BYTES:
+                    await watch.reserve_async(head.content_length)  # waits, unread
+                    body = await read_body(receive, limit, head.content_length)
+                if watch.bounds.active and admitted.body is not Body.STREAM:
+                    listener = asyncio.ensure_future(_disconnected(receive))
+                reply = await flow.handle_async(request, body, runtime.io, watch)
+                if reply is None:
+                    reply = await runtime.threads.run(flow.handle, request, body, watch)
+            except Failure as failure:
+                reply = flow.failure_reply(request.path, failure)
+            except ClientGone as exc:
+                flow.client_gone(exc)
+                watch.gone()
+                return
+            finally:
+                if listener is not None:
+                    listener.cancel()
+            try:
+                await send_reply(send, watch.reply(reply), runtime.threads)
+            except ClientGone as exc:  # noticed by a streamed reply's transform
+                flow.client_gone(exc)
+                watch.gone()
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = await receive()
@@ -216,3 +240,9 @@ class ProtocolHandler:
             frames=frames,
         )
         await session.run()
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Returns when the client disconnects (call only once the request body was read)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass

@@ -14,14 +14,19 @@ from typing import Any, BinaryIO
 from flask import Flask
 from werkzeug.exceptions import HTTPException
 
-from aisetl._gunicorn import ConnectionGone
-from aisetl.edge import Body, Refused, RequestHead, content_length
+from aisetl._gunicorn import HEADER_TIMEOUT_OPTION, ConnectionGone
+from aisetl._gunicorn_pod import POD_OPTIONS
+from aisetl.config import Settings
+from aisetl.deadline import peer_closed
+from aisetl.edge import Body, Refused, RequestHead, content_length, is_metrics_request
 from aisetl.flow import Flow
 from aisetl.http11 import reason
+from aisetl.metrics import metrics_reply
 from aisetl.protocol import DEFAULT_PORT, is_health_check
 from aisetl.reply import Reply, health_reply
 from aisetl.server import ETLServer
 from aisetl.sources import ClientGone, Failure
+from aisetl.watch import Watch
 from aisetl.workers import bind_socket
 from aisetl.wsgi_io import WSGIInputReader, raw_target, read_exactly, request_headers
 
@@ -45,27 +50,7 @@ class FlaskServer(ETLServer):
 
     def gunicorn_options(self, workers: int | None = None) -> dict[str, Any]:
         """gunicorn settings for the target's traffic (threads, keep-alive, long request lines)."""
-        s = self.settings
-        return {
-            "bind": f"[{self.host}]:{self.port}"
-            if ":" in self.host
-            else f"{self.host}:{self.port}",
-            "workers": workers or s.num_workers or 1,
-            "worker_class": "aisetl._gunicorn.ETLThreadWorker",
-            "threads": s.threads,
-            "keepalive": int(s.keepalive_timeout),
-            "graceful_timeout": int(s.grace_period),
-            "timeout": 0,
-            "backlog": 2048,
-            "limit_request_line": 0,
-            "limit_request_field_size": 0,
-            "accesslog": None,
-            "loglevel": "info",
-            "control_socket_disable": True,
-            # gunicorn stops accepting at 1000 connections per worker: a target keeps more
-            "worker_connections": 16384,
-            "aisetl_header_timeout": s.header_timeout,
-        }
+        return gunicorn_options(self.settings, self.host, self.port, workers)
 
     def start(self, workers: int | None = None) -> None:
         """Serve with gunicorn until SIGTERM; ``workers`` processes (default: NUM_WORKERS or 1)."""
@@ -75,6 +60,31 @@ class FlaskServer(ETLServer):
         bind_socket(self.host, self.port).close()  # a port in use: one clear error, no retries
         self.logger.info("Flask server on %s, %d worker(s)", options["bind"], options["workers"])
         run_gunicorn(self.app, options)
+
+
+def gunicorn_options(
+    s: Settings, host: str, port: int, workers: int | None = None
+) -> dict[str, Any]:
+    """gunicorn settings for the target's traffic (threads, keep-alive, long request lines)."""
+    return {
+        "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+        "workers": workers or s.num_workers or 1,
+        "worker_class": "aisetl._gunicorn.ETLThreadWorker",
+        "threads": s.threads,
+        "keepalive": int(s.keepalive_timeout),
+        "graceful_timeout": int(s.grace_period),
+        "timeout": 0,
+        "backlog": 2048,
+        "limit_request_line": 0,
+        "limit_request_field_size": 0,
+        "accesslog": None,
+        "loglevel": "info",
+        "control_socket_disable": True,
+        # gunicorn stops accepting at 1000 connections per worker: a target keeps more
+        "worker_connections": 16384,
+        HEADER_TIMEOUT_OPTION: s.header_timeout,
+        **POD_OPTIONS,
+    }
 
 
 class RouteOrProtocol:
@@ -120,6 +130,8 @@ class WSGIProtocolHandler:
         raw_path, query = raw_target(environ)
         if is_health_check(method, raw_path):
             return _respond(start_response, health_reply())
+        if is_metrics_request(method, raw_path):
+            return _respond(start_response, metrics_reply(self._etl.settings))
         head = RequestHead(
             method,
             raw_path,
@@ -133,25 +145,37 @@ class WSGIProtocolHandler:
         if isinstance(admitted, Refused):
             return _respond(start_response, flow.refusal(admitted))
         request = admitted.request
-        payload: bytes | BinaryIO | None = None
+        sock = environ.get("gunicorn.socket")
+        watch = flow.watch(request, gone=lambda: peer_closed(sock))
         try:
-            if admitted.body is not Body.NONE:
-                payload = self._body(environ, head, admitted.body is Body.STREAM)
-            reply = flow.handle(request, payload)
-        except Failure as failure:
-            reply = flow.failure_reply(request.path, failure)
-        except ClientGone as exc:  # nothing to answer: gunicorn closes the connection
+            payload: bytes | BinaryIO | None = None
+            try:
+                if admitted.body is not Body.NONE:
+                    payload = self._body(environ, head, admitted.body is Body.STREAM, watch)
+            except Failure as failure:
+                reply = flow.failure_reply(request.path, failure)
+            else:
+                reply = flow.handle(request, payload, watch)
+            return _Finishing(_respond(start_response, watch.reply(reply)), watch)
+        except ClientGone as exc:
             flow.client_gone(exc)
+            watch.gone()
+            watch.finish()
             raise ConnectionGone(str(exc)) from None
-        return _respond(start_response, reply)
+        except BaseException:
+            watch.finish()
+            raise
 
-    def _body(self, environ: Environ, head: RequestHead, as_stream: bool) -> bytes | BinaryIO:
+    def _body(
+        self, environ: Environ, head: RequestHead, as_stream: bool, watch: Watch
+    ) -> bytes | BinaryIO:
         limit = self._etl.settings.max_body_size
         stream = environ["wsgi.input"]
         length = None if head.chunked else (head.content_length or 0)
         reader = WSGIInputReader(stream, length, limit)
         if as_stream:
             return io.BufferedReader(reader, _READ_CHUNK)
+        watch.reserve(length)  # waits, unread, while memory is short
         if length is not None:
             return read_exactly(stream, length)
         return reader.readall()
@@ -165,6 +189,29 @@ def _respond(start_response: StartResponse, reply: Reply) -> Iterable[bytes]:
         return [reply.body]
     start_response(f"{reply.status} {reason(reply.status)}", headers)
     return _StreamBody(reply)
+
+
+class _Finishing:
+    """A WSGI response that ends its object's watch when the server is done with it."""
+
+    def __init__(self, body: Iterable[bytes], watch: Watch) -> None:
+        self._body = body
+        self._watch = watch
+        self._complete = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._body
+        self._complete = True
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            if not self._complete:
+                self._watch.cut_short()
+            self._watch.finish()
 
 
 class _StreamBody:

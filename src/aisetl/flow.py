@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
 from aisetl.aio import LoopIO, TransportFailed
+from aisetl.deadline import Probe
 from aisetl.direct_put import DirectPut
 from aisetl.edge import Admitted, DownloadRequest, ObjectRequest, Refused, RequestHead, admit
 from aisetl.invoke import Invoker, RunAsync
@@ -37,6 +38,7 @@ from aisetl.sources import (
     upstream_refused,
     upstream_unreachable,
 )
+from aisetl.watch import Watch, Watcher
 
 if TYPE_CHECKING:
     from aisetl.server import ETLServer
@@ -55,7 +57,11 @@ class Flow:
         self._settings = server.settings
         self._logger = server.logger
         self._client = OutboundClient(server.settings)
-        self._direct_put = DirectPut(self._client, server.settings, server.logger)
+        self.watcher = Watcher(server.settings, server.logger)
+        self.observer = self.watcher.observer
+        self._direct_put = DirectPut(
+            self._client, server.settings, server.logger, observer=self.observer
+        )
         self._content_type = server.get_mime_type()
         self.invoker = Invoker(server, run_async)
         self.streaming = server.use_streaming
@@ -64,50 +70,85 @@ class Flow:
 
     def admit(self, head: RequestHead) -> Admitted | Refused:
         """What a request is and how to read its body (:func:`aisetl.edge.admit`)."""
-        return admit(head, self._settings, self.streaming)
+        admitted = admit(head, self._settings, self.streaming)
+        if isinstance(admitted, Refused):
+            self.watcher.refused(head.method, admitted.path, admitted.failure)
+        return admitted
+
+    def watch(self, request: ObjectRequest | DownloadRequest, gone: Probe | None = None) -> Watch:
+        """Start watching an admitted object (``gone``: whether its client hung up)."""
+        if isinstance(request, DownloadRequest):
+            comm = "download"
+        else:
+            comm = "hpull" if request.from_target else "hpush"
+        return self.watcher.watch(comm, request.path, gone)
+
+    def watch_ws(self, request: ObjectRequest | None) -> Watch:
+        """Start watching a ws task (its failures are logged by the ws task rules)."""
+        path = request.path if request is not None else "(unknown)"
+        return self.watcher.watch("ws", path, logs_failures=False)
 
     def refusal(self, refused: Refused) -> Reply:
         """The reply to a refused request."""
         return self.failure_reply(refused.path, refused.failure)
 
     def client_gone(self, exc: ClientGone | OSError) -> None:
-        """The target hung up before the answer: nothing to send (logged, not an error)."""
-        self._logger.info("client went away: %s", exc)
+        """The target hung up before the answer: nothing to send (its watch logs it)."""
+        self._logger.debug("client went away: %s", exc)
 
     def wants_body_stream(self, request: ObjectRequest) -> bool:
         """Whether the body should come as a reader (not as bytes)."""
         return self.streaming and not request.fqn
 
     def failure_reply(self, path: str, failure: Failure) -> Reply:
-        """The one error format of every server and transport: message, then the object."""
+        """The one error format of every server and transport: message, then the object.
+
+        It is logged once, when its object ends (:mod:`aisetl.watch`).
+        """
         message = failure_text(failure.message, path)
-        if failure.status >= 500:
-            self._logger.error("%d %s", failure.status, message)
-        else:
-            self._logger.warning("%d %s", failure.status, message)
         headers = {"Content-Type": TEXT_PLAIN, **failure.headers}
-        return Reply(failure.status, headers, message.encode("utf-8", "replace"))
+        return Reply(failure.status, headers, message.encode("utf-8", "replace"), failure=failure)
 
     # --- the blocking driver -----------------------------------------------------------------
 
-    def handle(self, request: ObjectRequest | DownloadRequest, body: Body = None) -> Reply:
+    def handle(
+        self,
+        request: ObjectRequest | DownloadRequest,
+        body: Body = None,
+        watch: Watch | None = None,
+    ) -> Reply:
         """Transform one object and decide the answer; never raises for a bad request."""
+        w = watch or self.watcher.detached(request.path)
         try:
             if isinstance(request, DownloadRequest):
-                return self._handle_download(request)
+                return self._handle_download(request, w)
             hop, rest = self._hop(request)
             source = self._source(request, body)
             if self.streaming:
-                return self._handle_stream(request, source, hop, rest)
+                return self._handle_stream(request, source, hop, rest, w)
+            if isinstance(source, FileSource) and not self._settings.direct_fqn:
+                w.reserve_file(source.path)  # waits, unread, while memory is short
             data = self._load(source)
-            result = self.invoker.transform(data, request)
+            w.check("reading the object")
+            result = w.transform(self.invoker, data, request)
+            w.holds(len(data) + len(result))
             if not hop:
                 return self._content(result)
+            w.check("about to deliver it by direct put")
             return self._direct_put.deliver(
-                hop, rest, request.path, request.etl_args, lambda: result, replayable=True
+                hop,
+                rest,
+                request.path,
+                request.etl_args,
+                lambda: result,
+                replayable=True,
+                deadline=w.deadline,
             )
         except Failure as failure:
             return self.failure_reply(request.path, failure)
+        finally:
+            if watch is None:
+                w.finish()
 
     # --- the event-loop driver ---------------------------------------------------------------
 
@@ -126,34 +167,44 @@ class Flow:
             and self.invoker.may_inline(len(body or b""), self._settings.inline_max_bytes)
         )
 
-    def handle_inline(self, request: ObjectRequest, body: Body) -> Reply | None:
+    def handle_inline(
+        self, request: ObjectRequest, body: Body, watch: Watch | None = None
+    ) -> Reply | None:
         """:meth:`handle` on an event loop thread (after :meth:`can_run_inline` said yes).
 
         ``None`` when the transform cannot run there: the caller then runs :meth:`handle` on
         its thread pool, as it would have without inline execution.
         """
+        data: bytes = body or b""  # type: ignore[assignment]
         try:
-            result = self.invoker.transform_inline(body or b"", request)  # type: ignore[arg-type]
+            if watch is None:
+                result = self.invoker.transform_inline(data, request)
+            else:
+                result = watch.inline(self.invoker.transform_inline, data, request)
         except Failure as failure:
             return self.failure_reply(request.path, failure)
         return None if result is None else self._content(result)
 
     async def handle_async(
-        self, request: ObjectRequest | DownloadRequest, body: Body, io: LoopIO
+        self,
+        request: ObjectRequest | DownloadRequest,
+        body: Body,
+        io: LoopIO,
+        watch: Watch | None = None,
     ) -> Reply | None:
         """:meth:`handle` on an event loop: network I/O on the loop, blocking work on ``io``'s pool.
 
-        Covers synchronous buffered transforms whose peers are plain HTTP. ``None`` when the
-        object needs the blocking driver (streaming or async transforms, TLS peers, a
-        download): run :meth:`handle` on the pool then.
+        Covers buffered transforms (synchronous, ``async`` and batched) whose peers are plain
+        HTTP. ``None`` when the object needs the blocking driver (streaming transforms, TLS
+        peers, a download): run :meth:`handle` on the pool then.
         """
         if (
             isinstance(request, DownloadRequest)
             or self.streaming
-            or self.invoker.is_async
             or not (body is None or isinstance(body, bytes))
         ):
             return None
+        w = watch or self.watcher.detached(request.path)
         try:
             hop, rest = self._hop(request)
             if hop and not io.reaches(hop):
@@ -165,18 +216,26 @@ class Flow:
                     return None
                 data = await self._fetch(io, source)
             elif isinstance(source, FileSource):
+                if not self._settings.direct_fqn:
+                    await w.reserve_file_async(source.path)
                 small = source.is_small()
                 data = self._load(source) if small else await io.run(self._load, source)
             else:
                 data = source.load()
-            result = await self._transform_on_loop(io, data, request)
+            w.check("reading the object")
+            result = await self._transform_on_loop(io, data, request, w)
+            w.holds(len(data) + len(result))
             if not hop:
                 return self._content(result)
+            w.check("about to deliver it by direct put")
             return await self._direct_put.deliver_async(
-                io, hop, rest, request.path, request.etl_args, result
+                io, hop, rest, request.path, request.etl_args, result, deadline=w.deadline
             )
         except Failure as failure:
             return self.failure_reply(request.path, failure)
+        finally:
+            if watch is None:
+                w.finish()
 
     async def _fetch(self, io: LoopIO, source: UpstreamSource) -> bytes:
         url = source.url()
@@ -191,15 +250,17 @@ class Flow:
         return response.body
 
     async def _transform_on_loop(
-        self, io: LoopIO, data: bytes | str, request: ObjectRequest
+        self, io: LoopIO, data: bytes | str, request: ObjectRequest, watch: Watch
     ) -> bytes:
+        if self.invoker.is_async or self.invoker.batcher is not None:
+            return await self.invoker.transform_async(data, request)  # awaited, no thread held
         if isinstance(data, bytes) and self.invoker.may_inline(
             len(data), self._settings.inline_max_bytes
         ):
-            result = self.invoker.transform_inline(data, request)
+            result = watch.inline(self.invoker.transform_inline, data, request)
             if result is not None:
                 return result
-        return await io.run(self.invoker.transform, data, request)
+        return await watch.transform_on(io.run, self.invoker, data, request)
 
     # --- the shared steps --------------------------------------------------------------------
 
@@ -263,17 +324,24 @@ class Flow:
         finally:
             response.release_conn()
 
-    def _handle_download(self, request: DownloadRequest) -> Reply:
+    def _handle_download(self, request: DownloadRequest, watch: Watch) -> Reply:
         data = self._download(request)
+        watch.check("downloading the object")
         target = ObjectRequest(path=request.path, etl_args=request.etl_args)
         if self.streaming:
-            return self._handle_stream(target, BytesSource(data), "", "")
-        return self._content(self.invoker.transform(data, target))
+            return self._handle_stream(target, BytesSource(data), "", "", watch)
+        return self._content(watch.transform(self.invoker, data, target))
 
-    def _handle_stream(self, request: ObjectRequest, source: Source, hop: str, rest: str) -> Reply:
+    def _handle_stream(
+        self, request: ObjectRequest, source: Source, hop: str, rest: str, watch: Watch
+    ) -> Reply:
+        bound = watch.bounds.bound if watch.bounds.active else None
+        steps = not self._server.stream_is_async  # an async one is bounded on its loop
+
         def chunks() -> Iterator[bytes]:
             # Open the source now (so a missing file is a 404), then stream the transform.
-            return self.invoker.stream(source.open(), request)
+            reader = watch.reading(source.open())
+            return watch.stream(self.invoker.stream(reader, request, bound), steps)
 
         if hop:
             return self._direct_put.deliver(
@@ -284,8 +352,11 @@ class Flow:
                 chunks,
                 replayable=source.replayable,
                 relay_stream=True,
+                deadline=watch.deadline,
             )
-        output = self.invoker.stream(source.open(), request)
+        output = watch.stream(
+            self.invoker.stream(watch.reading(source.open()), request, bound), steps
+        )
         first = next(output, b"")
         if not first:
             return self._content(b"")

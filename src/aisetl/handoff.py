@@ -34,7 +34,8 @@ class Handoff:
         self._wake_pending = False
         self._wake_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
-        self._idle = 0
+        self._idle = 0  # threads waiting for work
+        self._queued = 0  # work handed over that no thread has taken yet
         self._count_lock = threading.Lock()
         #: Work handed over and not finished yet.
         self.busy = 0
@@ -44,8 +45,11 @@ class Handoff:
         future: asyncio.Future[T] = self._loop.create_future()
         self.busy += 1
         with self._count_lock:
-            idle = self._idle
-        if idle == 0 and len(self._threads) < self._max_threads:
+            # An idle thread serves only one piece of work: several handed over before it woke
+            # up need threads of their own (else they would queue behind each other).
+            self._queued += 1
+            short = self._queued > self._idle
+        if short and len(self._threads) < self._max_threads:
             self._start_thread()
         self._work.put((future, func, args))
         return future
@@ -65,6 +69,8 @@ class Handoff:
             item = work.get()
             with self._count_lock:
                 self._idle -= 1
+                if item is not _STOP:
+                    self._queued -= 1
             if item is _STOP:
                 return
             future, func, args = item

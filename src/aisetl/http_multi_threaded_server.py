@@ -19,15 +19,19 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any, BinaryIO, cast
 
-from aisetl.edge import Body, Headers, Refused, RequestHead, content_length
+from aisetl import drain as draining
+from aisetl.deadline import peer_closed
+from aisetl.edge import Body, Headers, Refused, RequestHead, content_length, is_metrics_request
 from aisetl.flow import Flow
 from aisetl.head_deadline import HeadWatchdog
 from aisetl.http11 import BodyReader, body_reader, drain, read_all, write_reply
+from aisetl.metrics import metrics_reply
 from aisetl.probe_fastpath import answer_waiting_probe
 from aisetl.protocol import DEFAULT_PORT, is_health_check
 from aisetl.reply import Reply, health_reply, malformed_request_reply
 from aisetl.server import ETLServer
 from aisetl.sources import ClientGone, Failure
+from aisetl.watch import in_flight
 from aisetl.workers import bind_socket, run_workers
 
 _MAX_REQUEST_LINE = 65536
@@ -64,10 +68,13 @@ class HTTPMultiThreadedServer(ETLServer):
         httpd = ThreadingETLHTTPServer(sock, self)
 
         def stop(signum: int, _frame: Any) -> None:
-            self.logger.info(
-                "Received %s: finishing objects in flight", signal.Signals(signum).name
-            )
-            threading.Thread(target=httpd.shutdown, daemon=True).start()
+            name = signal.Signals(signum).name
+            self.logger.info("Received %s: finishing objects in flight", name)
+            draining.begin(name)
+            threading.Thread(
+                target=draining.then(httpd.shutdown, in_flight, self.settings.grace_period),
+                daemon=True,
+            ).start()
 
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, stop)
@@ -75,7 +82,7 @@ class HTTPMultiThreadedServer(ETLServer):
         try:
             httpd.serve_forever(poll_interval=0.5)
         finally:
-            httpd.finish_in_flight(self.settings.grace_period)
+            httpd.finish_in_flight(max(self.settings.grace_period - draining.seconds(), 0.0))
             httpd.server_close()
             self.logger.info("Server stopped")
 
@@ -95,6 +102,10 @@ class ThreadingETLHTTPServer(socketserver.ThreadingMixIn, HTTPServer):
         self.stopping = False
         self._in_flight = 0
         self._idle = threading.Condition()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """An unexpected error serving a connection: logged (not printed to stderr)."""
+        self.etl.logger.exception("error while serving %s", client_address)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Start a connection's thread, unless it is a probe answered right here."""
@@ -187,6 +198,9 @@ class _Handler(BaseHTTPRequestHandler):
         if is_health_check(method, path):
             self._send(health_reply(), head_only=method == "HEAD")
             return
+        if is_metrics_request(method, path):
+            self._send(metrics_reply(self.server.etl.settings), head_only=method == "HEAD")
+            return
         length = self.headers.get("Content-Length")
         coding = self.headers.get("Transfer-Encoding")
         head = RequestHead(
@@ -204,31 +218,33 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(flow.refusal(admitted))
             return
         request = admitted.request
-        raw: BodyReader | None = None
-        body: bytes | BinaryIO | None = None
-        try:
-            if admitted.body is not Body.NONE:
-                raw, close = body_reader(
-                    self.rfile,  # type: ignore[arg-type]
-                    length,
-                    coding,
-                    self.server.etl.settings.max_body_size,
-                )
-                self.close_connection = self.close_connection or close
-            if raw is not None and admitted.body is Body.STREAM:
-                body = io.BufferedReader(raw, 256 * 1024)
-            elif raw is not None:
-                body = read_all(self.rfile, raw)  # type: ignore[arg-type]
-        except Failure as failure:
-            self.close_connection = True
-            self._send(flow.failure_reply(request.path, failure))
-            return
-        reply = flow.handle(request, body)
-        try:
-            self._send(reply)
-        finally:
-            if raw is not None and not self.close_connection and not drain(raw):
+        with flow.watch(request, gone=lambda: peer_closed(self.connection)) as watch:
+            raw: BodyReader | None = None
+            body: bytes | BinaryIO | None = None
+            try:
+                if admitted.body is not Body.NONE:
+                    raw, close = body_reader(
+                        self.rfile,  # type: ignore[arg-type]
+                        length,
+                        coding,
+                        self.server.etl.settings.max_body_size,
+                    )
+                    self.close_connection = self.close_connection or close
+                if raw is not None and admitted.body is Body.STREAM:
+                    body = io.BufferedReader(raw, 256 * 1024)
+                elif raw is not None:
+                    watch.reserve(head.content_length)  # waits, unread, while memory is short
+                    body = read_all(self.rfile, raw)  # type: ignore[arg-type]
+            except Failure as failure:
                 self.close_connection = True
+                self._send(watch.reply(flow.failure_reply(request.path, failure)))
+                return
+            reply = flow.handle(request, body, watch)
+            try:
+                self._send(watch.reply(reply))
+            finally:
+                if raw is not None and not self.close_connection and not drain(raw):
+                    self.close_connection = True
 
     # --- replies -----------------------------------------------------------------------------
 
@@ -241,7 +257,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, reply: Reply, head_only: bool = False) -> None:
         chunked = self.request_version != "HTTP/1.0"
-        if self.server.stopping or (reply.stream is not None and not chunked):
+        stopping = self.server.stopping or draining.reason() is not None
+        if stopping or (reply.stream is not None and not chunked):
             self.close_connection = True  # an HTTP/1.0 stream ends when the connection does
         try:
             write_reply(
@@ -251,9 +268,9 @@ class _Handler(BaseHTTPRequestHandler):
                 chunked=chunked,
                 head_only=head_only,
             )
-        except Failure as failure:
-            # The status line is gone: break the framing so the target sees a read error.
-            self.server.etl.logger.error("aborting reply mid-stream: %s", failure.message)
+        except Failure:
+            # The status line is gone: break the framing so the target sees a read error
+            # (the object's watch logs why).
             self._abort()
 
     def _abort(self) -> None:

@@ -4,15 +4,20 @@ Python threads share one interpreter lock. When many threads run CPU-bound Pytho
 a thread that only needs the lock briefly — the one answering ``/health``, or the event loop
 — waits its turn behind all of them, for seconds. So CPU-bound transforms get few slots (the
 other worker processes give the parallelism), while transforms that mostly wait (a
-subprocess, a remote call) get as many slots as there are threads. ``auto`` learns which
-kind a transform is from the CPU time its calls take compared with their wall time.
+subprocess, a remote call) get as many slots as there are threads.
+
+``auto`` learns which kind a transform is from the CPU a call *wanted* (on Linux: the time it
+ran plus the time it waited for a CPU, so a machine busy with other work does not make a
+CPU-bound call look idle) compared with its wall time: from calls that finished, and, while
+objects queue for a slot, from the calls still running, so a transform that waits gets every
+thread within milliseconds, not after a first slow round.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 #: Slots for transforms that keep a CPU busy (two keep /health quick while one computes).
@@ -20,6 +25,59 @@ CPU_BOUND_SLOTS = 2
 #: Above this share of CPU time over wall time, a transform counts as CPU-bound.
 CPU_BOUND_SHARE = 0.5
 _SMOOTHING = 0.2
+#: While objects wait for a slot, the running calls are looked at this often (seconds)...
+PROBE_INTERVAL = 0.01
+#: ...once each of them has run this long (shorter calls say little about their kind);
+PROBE_MIN_WALL = 0.02
+#: below this share of a CPU wanted, all together, they are waiting for something.
+PROBE_WAITING_SHARE = 0.1
+
+Clock = Callable[[], float]
+
+
+def _schedstat(path: str) -> float:
+    """Seconds a thread ran plus seconds it was runnable but waited for a CPU (Linux)."""
+    with open(path, "rb") as file:
+        running, waiting = file.read().split()[:2]
+    return (int(running) + int(waiting)) / 1e9
+
+
+def _has_schedstat() -> bool:
+    try:
+        _schedstat("/proc/thread-self/schedstat")
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+_SCHEDSTAT = _has_schedstat()
+
+
+def demand_clock() -> Clock:
+    """A clock of the CPU the calling thread has wanted, readable from any thread."""
+    if _SCHEDSTAT:
+        path = f"/proc/self/task/{threading.get_native_id()}/schedstat"
+        return lambda: _schedstat(path)
+    try:
+        clock = time.pthread_getcpuclockid(threading.get_ident())
+    except (AttributeError, OSError):  # pragma: no cover - neither Linux nor macOS
+        return time.thread_time  # only right on the calling thread: see _Call.probe_ok
+    return lambda: time.clock_gettime(clock)
+
+
+class _Call:
+    """A transform call holding a slot: when it started and the CPU it has wanted since."""
+
+    __slots__ = ("clock", "demand_start", "probe_ok", "wall_start")
+
+    def __init__(self) -> None:
+        self.clock = demand_clock()
+        self.probe_ok = self.clock is not time.thread_time
+        self.demand_start = self.clock()
+        self.wall_start = time.perf_counter()
+
+    def demand(self) -> float:
+        return self.clock() - self.demand_start
 
 
 class TransformLimiter:
@@ -30,6 +88,7 @@ class TransformLimiter:
         self._ceiling = max(ceiling, 1)
         self._cpu_share = 1.0  # assume CPU-bound until calls show otherwise
         self._active = 0
+        self._calls: set[_Call] = set()
         self._changed = threading.Condition()
 
     @property
@@ -44,23 +103,56 @@ class TransformLimiter:
         """Hold a slot while a transform runs (waits, without the interpreter lock, for one)."""
         with self._changed:
             while self._active >= self.limit:
-                self._changed.wait()
+                if self._fixed is None and self._calls:
+                    self._changed.wait(PROBE_INTERVAL)
+                    self._probe()
+                else:
+                    self._changed.wait()
             self._active += 1
-        wall, cpu = time.perf_counter(), time.thread_time()
+        call = _Call()
+        with self._changed:
+            self._calls.add(call)
         try:
             yield
         finally:
-            cpu = time.thread_time() - cpu
-            wall = time.perf_counter() - wall
+            try:
+                demand = call.demand()
+            except (OSError, ValueError):  # pragma: no cover - /proc unreadable
+                demand = 0.0
+            wall = time.perf_counter() - call.wall_start
             with self._changed:
+                self._calls.discard(call)
                 self._active -= 1
                 before = self.limit
                 if self._fixed is None and wall > 0:
                     # Threads running Python share one lock, so each of n CPU-bound calls gets
                     # about 1/n of a CPU: scale by how many ran alongside this one.
-                    share = min(cpu / wall * (self._active + 1), 1.0)
+                    share = min(demand / wall * (self._active + 1), 1.0)
                     self._cpu_share += _SMOOTHING * (share - self._cpu_share)
                 if self.limit > before:
                     self._changed.notify_all()
                 else:
                     self._changed.notify()
+
+    def _probe(self) -> None:
+        """Judge the calls still running (the lock is held): all waiting lifts the limit."""
+        if self._cpu_share <= CPU_BOUND_SHARE or not self._calls:
+            return
+        now = time.perf_counter()
+        demand = 0.0
+        shortest = float("inf")
+        for call in self._calls:
+            if not call.probe_ok:
+                return
+            try:
+                demand += call.demand()
+            except (OSError, ValueError):  # the thread ended just now
+                return
+            shortest = min(shortest, now - call.wall_start)
+        if shortest < PROBE_MIN_WALL:
+            return
+        # CPU-bound calls hold the interpreter lock in turn: together they want about one CPU
+        # for the time the shortest of them ran; calls that wait want next to none.
+        if demand / shortest <= PROBE_WAITING_SHARE:
+            self._cpu_share = demand / shortest
+            self._changed.notify_all()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ast
+import difflib
 import importlib
 import importlib.util
 import inspect
 import os
 import sys
+import textwrap
 from types import ModuleType
 
 from aisetl.server import ETLServer
@@ -77,6 +80,7 @@ def _overrides_transform(cls: type[ETLServer]) -> bool:
     return (
         cls.transform is not ETLServer.transform
         or cls.transform_stream is not ETLServer.transform_stream
+        or cls.transform_batch is not ETLServer.transform_batch
     )
 
 
@@ -102,9 +106,13 @@ def load_server_class(spec: str) -> type[ETLServer]:
     if class_name:
         obj = getattr(module, class_name, None)
         if obj is None:
-            raise LoadError(f"{module.__name__} has no attribute {class_name!r}")
+            raise LoadError(
+                f"{module.__name__} has no attribute {class_name!r}"
+                + _existing_classes(module, class_name)
+            )
         if not (inspect.isclass(obj) and issubclass(obj, ETLServer)):
             raise LoadError(f"{spec} is not a subclass of aisetl.ETLServer")
+        check_server_class(obj)
         return obj
     found = _server_classes(module)
     if not found:
@@ -117,7 +125,73 @@ def load_server_class(spec: str) -> type[ETLServer]:
         raise LoadError(
             f"{spec} defines several server classes ({names}): name one as {target}:CLASS"
         )
+    check_server_class(found[0])
     return found[0]
+
+
+def _existing_classes(module: ModuleType, wanted: str) -> str:
+    """``: its server classes are A, B (did you mean 'A'?)`` for a wrong ``module:Class``."""
+    servers = sorted(cls.__name__ for cls in _server_classes(module))
+    if not servers:
+        return ": it defines no server class (subclass aisetl.ETLServer and override transform)"
+    close = difflib.get_close_matches(wanted, servers, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f": its server classes are {', '.join(servers)}{hint}"
+
+
+#: What each transform method is called with, after ``self``.
+_CALLS = {
+    "transform": ("data", "path", "etl_args", "def transform(self, data, path, etl_args)"),
+    "transform_stream": (
+        "reader",
+        "path",
+        "etl_args",
+        "def transform_stream(self, reader, path, etl_args)",
+    ),
+}
+
+
+def check_server_class(cls: type[ETLServer]) -> None:
+    """Refuse, with the fix, what would only fail later: a wrong signature, a missing super()."""
+    for method, (*args, fixed) in _CALLS.items():
+        func = getattr(cls, method)
+        if func is getattr(ETLServer, method):
+            continue
+        try:
+            inspect.signature(func).bind(None, *args)
+        except TypeError:
+            raise LoadError(
+                f"{cls.__name__}.{method}{inspect.signature(func)} cannot be called as "
+                f"{method}({', '.join(args)}): write `{fixed}:` (any names, three arguments "
+                "after self)"
+            ) from None
+        except ValueError:  # no signature to inspect (a builtin): nothing to check
+            continue
+    for klass in cls.__mro__:
+        if klass.__module__.split(".")[0] == "aisetl" or "__init__" not in vars(klass):
+            continue
+        if _calls_base_init(vars(klass)["__init__"]) is False:
+            raise LoadError(
+                f"{klass.__name__}.__init__ does not call super().__init__(): add "
+                "`super().__init__()` as its first line (on FastAPIServer, FlaskServer or "
+                "HTTPMultiThreadedServer: `super().__init__(host, port)`), which sets up the "
+                "server's settings, logger and framework"
+            )
+
+
+def _calls_base_init(init: object) -> bool | None:
+    """Whether ``init``'s source calls some ``__init__`` (``None`` when it cannot be read)."""
+    try:
+        source = textwrap.dedent(inspect.getsource(init))  # type: ignore[arg-type]
+        tree = ast.parse(source)
+    except (OSError, TypeError, SyntaxError):
+        return None
+    return any(
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "__init__"
+        for node in ast.walk(tree)
+    )
 
 
 def framework_of(cls: type[ETLServer]) -> str | None:

@@ -100,16 +100,27 @@ class OutboundClient:
         )
 
     def put(
-        self, url: str, body: bytes | Iterable[bytes], headers: dict[str, str]
+        self,
+        url: str,
+        body: bytes | Iterable[bytes],
+        headers: dict[str, str],
+        read_timeout: float | None = None,
     ) -> urllib3.BaseHTTPResponse:
-        """Send a PUT: bytes with ``Content-Length``, an iterable as a chunked body."""
+        """Send a PUT: bytes with ``Content-Length``, an iterable as a chunked body.
+
+        ``read_timeout`` (seconds) replaces ``AISETL_HOP_READ_TIMEOUT`` for this request.
+        """
         chunked = not isinstance(body, (bytes, bytearray, memoryview))
+        timeout = self._timeout
+        if read_timeout is not None and read_timeout < self._settings.hop_read_timeout:
+            timeout = urllib3.Timeout(connect=self._settings.hop_connect_timeout, read=read_timeout)
         return self._manager().request(
             "PUT",
             url,
             body=cast("bytes", body),
             headers={**self._headers, **headers},
             chunked=chunked,
+            timeout=timeout,
             preload_content=False,
             decode_content=False,
             redirect=False,

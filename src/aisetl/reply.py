@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from aisetl import drain
 from aisetl.protocol import HEALTH_BODY
+
+if TYPE_CHECKING:
+    from aisetl.sources import Failure
 
 TEXT_PLAIN = "text/plain; charset=utf-8"
 
@@ -18,6 +23,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
     stream: Iterator[bytes] | None = None
+    failure: Failure | None = None  # what this error answer is for (kept for the log)
 
     def close(self) -> None:
         """Release what an unsent stream holds (a file, a connection)."""
@@ -27,7 +33,14 @@ class Reply:
 
 
 def health_reply() -> Reply:
-    """The answer to a readiness probe: 200 ``Running``."""
+    """The answer to a readiness probe: 200 ``Running``, or 503 with the reason while draining."""
+    reason = drain.reason()
+    if reason is not None:
+        text = (
+            f"Draining after {reason}: finishing the objects in flight, then exiting; "
+            "send new objects to another server"
+        )
+        return Reply(503, {"Content-Type": TEXT_PLAIN, "Connection": "close"}, text.encode())
     return Reply(200, {"Content-Type": TEXT_PLAIN}, HEALTH_BODY)
 
 

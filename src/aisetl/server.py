@@ -6,13 +6,16 @@ import dataclasses
 import inspect
 import logging
 import resource
-import sys
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, BinaryIO, ClassVar, Generic, TypeVar, overload
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Generic, TypeVar, overload
 
+from aisetl import logs
 from aisetl.config import Settings
 from aisetl.protocol import sanitize_fqn
+
+if TYPE_CHECKING:
+    from aisetl.batch import Item
 
 
 class TransformError(Exception):
@@ -94,26 +97,37 @@ class ETLServer(ABC):
 
     #: Communication types this server can serve (see :mod:`aisetl.comm`).
     comm_types: ClassVar[tuple[str, ...]] = ("hpush", "hpull")
+    #: With :meth:`transform_batch`: the most objects in one batch (``AISETL_MAX_BATCH_SIZE``).
+    max_batch_size: ClassVar[int] = 32
+    #: With :meth:`transform_batch`: the longest an object waits for a batch to fill, in
+    #: seconds (``AISETL_MAX_BATCH_DELAY``).
+    max_batch_delay: ClassVar[float] = 0.005
+    #: With :meth:`transform_batch`: batches that may run at once in one worker process
+    #: (``AISETL_BATCH_CONCURRENCY``); one model, one batch at a time by default.
+    batch_concurrency: ClassVar[int] = 1
 
     def __init__(self) -> None:
         _raise_nofile_limit()
         self.settings = Settings.from_env()
         self._settings_frozen = False
-        if not logging.getLogger().handlers:
-            logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT, stream=sys.stdout)
+        logs.configure(self.settings)
         self.logger = logging.getLogger(type(self).__name__)
         self.logger.setLevel(logging.INFO)
 
         cls = type(self)
         has_transform = cls.transform is not ETLServer.transform
         has_stream = cls.transform_stream is not ETLServer.transform_stream
-        if not has_transform and not has_stream:
+        has_batch = cls.transform_batch is not ETLServer.transform_batch
+        if not has_transform and not has_stream and not has_batch:
             raise TypeError(
-                f"{cls.__name__} must override either transform() or transform_stream()"
+                f"{cls.__name__} must override transform(), transform_stream() or transform_batch()"
             )
+        #: True when buffered objects are fed to ``transform_batch`` in batches.
+        self.batched: bool = has_batch
         #: True when the server streams (only ``transform_stream`` is overridden).
-        self.use_streaming: bool = has_stream and not has_transform
+        self.use_streaming: bool = has_stream and not has_transform and not has_batch
         self.transform_is_async: bool = inspect.iscoroutinefunction(cls.transform)
+        self.batch_is_async: bool = inspect.iscoroutinefunction(cls.transform_batch)
         self.stream_is_async: bool = inspect.isasyncgenfunction(cls.transform_stream)
 
     # --- settings a subclass may change in __init__ (the reference's attribute names) ----------
@@ -141,6 +155,19 @@ class ETLServer(ABC):
         leading slash; ``etl_args`` the per-request argument string ("" when none).
         """
         raise NotImplementedError("Subclass must override either transform() or transform_stream()")
+
+    def transform_batch(self, items: list[Item]) -> Sequence[bytes | str | Exception]:
+        """Transform a batch of whole objects at once; may be ``async def``.
+
+        Override it instead of :meth:`transform` to be fed batches: the objects that arrive
+        together at one worker process (over every communication type) are collected into
+        lists of up to ``max_batch_size`` :class:`~aisetl.Item` (``data``, ``path``,
+        ``etl_args``), waiting at most ``max_batch_delay`` seconds for a batch to fill. Return
+        one result per item, in order: its bytes (or text), or an exception that fails only
+        that object (a :class:`TransformError` keeps its status and message). Runs on a worker
+        thread, never on an event loop.
+        """
+        raise NotImplementedError("Subclass must override transform_batch() to be fed batches")
 
     def transform_stream(
         self, reader: BinaryIO, path: str, etl_args: str

@@ -172,11 +172,16 @@ class StreamSource(Source):
 
 
 class _UpstreamReader(io.RawIOBase):
-    """Reader over a streamed GET response; closing it returns the connection to the pool."""
+    """Reader over a streamed GET response; closing it returns the connection to the pool.
+
+    A response not read to its end (the transform stopped early) closes its connection
+    first: the rest of the body would otherwise be read as the next response on it.
+    """
 
     def __init__(self, response: urllib3.BaseHTTPResponse, url: str) -> None:
         self._response = response
         self._url = url
+        self._ended = False
 
     def readable(self) -> bool:
         return True
@@ -189,10 +194,14 @@ class _UpstreamReader(io.RawIOBase):
                 502, f"Reading the object from the target failed: {describe_error(exc)}"
             ) from exc
         buffer[: len(data)] = data
+        if not data and len(buffer):
+            self._ended = True
         return len(data)
 
     def close(self) -> None:
         if not self.closed:
+            if not self._ended:
+                self._response.close()
             self._response.release_conn()
         super().close()
 

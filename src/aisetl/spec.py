@@ -6,6 +6,8 @@ SDK (§11.5). Every problem names the field and says why it is wrong.
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +39,8 @@ KNOWN_FIELDS = (
     "argument",
 )
 _RUNTIME_FIELDS = ("image", "command", "env")
+#: The server's own deadline per object (the pod is not told the spec's obj_timeout).
+DEADLINE_VAR = "AISETL_OBJ_TIMEOUT"
 _RESOURCE_FIELDS = ("requests", "limits", "claims")
 
 _NAME_MIN, _NAME_MAX = 6, 32
@@ -242,10 +246,19 @@ class _Checker:
                 continue
             for extra in item:
                 if extra not in ("name", "value", "valueFrom"):
-                    self.warn(at, f"unknown key {extra!r} is ignored")
+                    hint = _did_you_mean(extra, ("name", "value", "valueFrom"))
+                    self.warn(at, f"unknown key {extra!r} is ignored{hint}")
             if name is not None:
                 out.append(EnvVar(name, raw))
         return tuple(out)
+
+
+def _did_you_mean(key: object, known: Sequence[str]) -> str:
+    """``"; did you mean 'communication'?"`` for a key close to a known one, else ``""``."""
+    if not isinstance(key, str):
+        return ""
+    close = difflib.get_close_matches(key.lower().replace("-", "_"), known, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _kind(value: Any) -> str:
@@ -318,7 +331,8 @@ def validate(doc: Any, *, where: str = "") -> EtlSpec:
         runtime_env = check.env_list(runtime.get("env"), "runtime.env")
         for extra in runtime:
             if extra not in _RUNTIME_FIELDS:
-                check.warn("runtime", f"unknown field {extra!r} is ignored by AIStore")
+                hint = _did_you_mean(extra, _RUNTIME_FIELDS)
+                check.warn("runtime", f"unknown field {extra!r} is ignored by AIStore{hint}")
 
     communication = DEFAULT_COMM
     raw_comm = doc.get("communication")
@@ -372,11 +386,13 @@ def validate(doc: Any, *, where: str = "") -> EtlSpec:
     else:
         for key, value in resources.items():
             if key not in _RESOURCE_FIELDS:
-                check.fail(f"resources.{key}", "unknown field: use requests and/or limits")
+                hint = _did_you_mean(key, _RESOURCE_FIELDS)
+                check.fail(f"resources.{key}", f"unknown field: use requests and/or limits{hint}")
             elif key != "claims" and not isinstance(value, Mapping):
                 check.fail(f"resources.{key}", "must be a mapping such as {cpu: 1, memory: 2Gi}")
 
     env = check.env_list(doc.get("env"), "env")
+    _check_deadline(check, obj_timeout, [*runtime_env, *env])
 
     if "argument" in doc:
         check.warn(
@@ -385,7 +401,10 @@ def validate(doc: Any, *, where: str = "") -> EtlSpec:
         )
     for extra in doc:
         if extra not in KNOWN_FIELDS and not (extra == "spec" and runtime is None):
-            check.warn(str(extra), "unknown field is ignored by AIStore")
+            check.warn(
+                str(extra),
+                f"unknown field is ignored by AIStore{_did_you_mean(extra, KNOWN_FIELDS)}",
+            )
 
     if check.problems:
         raise SpecError(check.problems)
@@ -401,6 +420,36 @@ def validate(doc: Any, *, where: str = "") -> EtlSpec:
         env=env,
         resources=dict(resources),
         warnings=tuple(check.warnings),
+    )
+
+
+def _check_deadline(check: _Checker, obj_timeout: float, env: Sequence[EnvVar]) -> None:
+    """The server's AISETL_OBJ_TIMEOUT (the last one the pod gets) against obj_timeout."""
+    values = [var.value for var in env if var.name == DEADLINE_VAR]
+    if not values:
+        return
+    raw = values[-1].strip()
+    try:
+        seconds = float(raw) if raw else 0.0
+    except ValueError:
+        check.fail(
+            f"env {DEADLINE_VAR}",
+            f"{raw!r} is not a number of seconds: the server would refuse to start "
+            f"(write {obj_timeout:g}, the obj_timeout)",
+        )
+        return
+    if seconds == obj_timeout:
+        return
+    if not seconds:
+        consequence = "the server has no deadline and works on after the target gave up"
+    elif seconds < obj_timeout:
+        consequence = "the server gives up first and fails objects the target still waits for"
+    else:
+        consequence = "the server keeps working on objects the target has given up on"
+    check.warn(
+        f"env {DEADLINE_VAR}",
+        f"is {raw or 'empty'} but obj_timeout is {obj_timeout:g} s: {consequence}; "
+        f"set {DEADLINE_VAR}={obj_timeout:g}",
     )
 
 
@@ -443,10 +492,17 @@ def render(
     command: Iterable[str] = (),
     env: Mapping[str, str] | None = None,
 ) -> str:
-    """A new ``etl_spec.yaml`` text; validated, so an invalid argument raises :class:`SpecError`."""
+    """A new ``etl_spec.yaml`` text; validated, so an invalid argument raises :class:`SpecError`.
+
+    ``runtime.env`` gets ``AISETL_OBJ_TIMEOUT`` from ``obj_timeout`` (unless ``env`` has it):
+    the pod is not told the spec's timeout, and a server without it has no deadline.
+    """
     doc: dict[str, Any] = {"name": name, "runtime": {"image": image}}
     if command:
         doc["runtime"]["command"] = list(command)
+    env = dict(env or {})
+    with contextlib.suppress(ValueError):  # an invalid obj_timeout is reported below
+        env.setdefault(DEADLINE_VAR, f"{parse_duration(obj_timeout):g}")
     if env:
         doc["runtime"]["env"] = [{"name": k, "value": v} for k, v in env.items()]
     try:

@@ -41,8 +41,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from aisetl import metrics
 from aisetl.config import WS_ERRORS_BINARY, WS_ERRORS_CLOSE
 from aisetl.edge import ObjectRequest
+from aisetl.logs import traceback_of
 from aisetl.protocol import (
     HEADER_DIRECT_PUT_LENGTH,
     is_target_hop,
@@ -144,8 +146,10 @@ class WsTasks:
         logger: logging.Logger,
         errors: str = "text",
         streams: Callable[[ObjectRequest], bool] = lambda request: False,
+        observer: metrics.Observer = metrics.NULL,
     ) -> None:
         self._logger = logger
+        self._observer = observer
         self._close_on_error = errors == WS_ERRORS_CLOSE
         self._binary_on_error = errors == WS_ERRORS_BINARY
         self._streams = streams
@@ -197,25 +201,35 @@ class WsTasks:
             return Send(reply.headers.get(HEADER_DIRECT_PUT_LENGTH, "0"))
         if reply.status < 300:
             return Send(reply.body)
+        text = reply.body.decode("utf-8", "replace")
         return self._failed(
-            reply.status, reply.body.decode("utf-8", "replace"), request.path, request.pipeline
+            reply.status, text, request.path, traceback_of(reply.failure), request.pipeline
         )
 
     def stream_failed(self, reply: Reply, request: ObjectRequest, started: bool) -> Send | Close:
         """A streamed result failed: answer as a failure, or close if part of it is out."""
         if not started:
             return self.answer(reply, request)
+        text = reply.body.decode("utf-8", "replace")
         self._logger.error(
             "ws reply for %r aborted mid-stream: %s; closing the connection so the target "
             "records an error",
             request.path,
-            reply.body.decode("utf-8", "replace"),
+            text,
+            extra={"object": request.path, "comm": "ws", "status": reply.status, "error": text},
         )
         return Close(CLOSE_FAILED)
 
     def _failed(
-        self, status: int, text: str, path: str, pipeline: str | None = None
+        self,
+        status: int,
+        text: str,
+        path: str,
+        trace: BaseException | None = None,
+        pipeline: str | None = None,
     ) -> Send | Close:
+        fields = {"object": path, "comm": "ws", "status": status, "error": text}
+        exc_info = (type(trace), trace, trace.__traceback__) if trace is not None else None
         if self._binary_on_error and ends_at_target(pipeline):
             self._logger.error(
                 "ws task for %r failed (%d): %s; answering with an empty binary message "
@@ -223,6 +237,8 @@ class WsTasks:
                 path,
                 status,
                 text,
+                extra=fields,
+                exc_info=exc_info,
             )
             return Send(b"")
         if self._close_on_error:
@@ -233,11 +249,20 @@ class WsTasks:
                 path,
                 status,
                 text,
+                extra=fields,
+                exc_info=exc_info,
             )
             return Close(CLOSE_FAILED)
         self._logger.error(
-            "ws task for %r failed (%d): %s; %s", path, status, text, LOST_IN_CLUSTER
+            "ws task for %r failed (%d): %s; %s",
+            path,
+            status,
+            text,
+            LOST_IN_CLUSTER,
+            extra=fields,
+            exc_info=exc_info,
         )
+        self._observer.unreported_failure("ws")
         return Send(text)
 
 

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from aisetl.aio import LoopIO
     from aisetl.flow import Flow
     from aisetl.handoff import Handoff
+    from aisetl.watch import Watch
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -57,6 +58,7 @@ class _Streamed:
 
     reply: Reply
     request: ObjectRequest
+    watch: Watch
 
 
 Answer = Send | Close | _Streamed
@@ -86,17 +88,23 @@ class WebSocketSession:
         self._logger = logger
         self._frames = frames
         self._tasks = WsTasks(
-            logger, errors, streams=lambda request: frames and flow.wants_body_stream(request)
+            logger,
+            errors,
+            streams=lambda request: frames and flow.wants_body_stream(request),
+            observer=flow.observer,
         )
-        self._replies: asyncio.Queue[asyncio.Future[Answer] | None] = asyncio.Queue(
+        self._replies: asyncio.Queue[tuple[asyncio.Future[Answer], Watch] | None] = asyncio.Queue(
             maxsize=inflight
         )
+        self._watches: set[Watch] = set()  # tasks read and not answered yet
         # the task whose payload is being streamed: its reader, "answered", its future
         self._streaming: tuple[FrameReader, asyncio.Event, asyncio.Future[Answer]] | None = None
 
     async def run(self) -> None:
         """Read tasks until the target drops the connection."""
         writer = asyncio.ensure_future(self._write_replies())
+        observer = self._flow.observer
+        observer.ws_connection(1)
         try:
             while not writer.done():
                 message = await self._read(self._tasks.reading)
@@ -110,6 +118,22 @@ class WebSocketSession:
             if not writer.done():
                 await self._replies.put(None)
                 await writer
+            for watch in list(self._watches):  # the connection ended before their answers
+                watch.gone()
+                self._answered(watch)
+            observer.ws_connection(-1)
+
+    def _watch(self, request: ObjectRequest | None) -> Watch:
+        watch = self._flow.watch_ws(request)
+        self._watches.add(watch)
+        self._flow.observer.ws_queued(1)
+        return watch
+
+    def _answered(self, watch: Watch) -> None:
+        if watch in self._watches:
+            self._watches.discard(watch)
+            self._flow.observer.ws_queued(-1)
+        watch.finish()
 
     async def _dispatch(self, events: list[Event]) -> bool:
         """Start the tasks the events name, in order; ``False`` when the connection ended."""
@@ -124,23 +148,31 @@ class WebSocketSession:
                 )
                 continue
             if isinstance(event, AnswerNow):
+                watch = self._watch(None)
+                watch.status = 400
                 future = _ready(loop, event.answer)
             elif isinstance(event, StreamTask):
-                future = await self._stream_task(event.request)
+                watch = self._watch(event.request)
+                future = await self._stream_task(event.request, watch)
             else:
-                future = self._run(loop, event)
+                watch = self._watch(event.request)
+                future = self._run(loop, event, watch)
             if future is None:
+                watch.gone()
+                self._answered(watch)
                 return False
-            await self._replies.put(future)
+            await self._replies.put((future, watch))
         return True
 
-    def _run(self, loop: asyncio.AbstractEventLoop, event: RunTask) -> asyncio.Future[Answer]:
+    def _run(
+        self, loop: asyncio.AbstractEventLoop, event: RunTask, watch: Watch
+    ) -> asyncio.Future[Answer]:
         flow, request, payload = self._flow, event.request, event.payload
         if flow.can_run_inline(request, payload):
-            reply = flow.handle_inline(request, payload)
+            reply = flow.handle_inline(request, payload, watch)
             if reply is not None:
-                return _ready(loop, self._tasks.answer(reply, request))
-        return asyncio.ensure_future(self._task_async(request, payload))
+                return _ready(loop, self._tasks.answer(watch.reply(reply), request))
+        return asyncio.ensure_future(self._task_async(request, payload, watch))
 
     async def _read(self, reading: Reading) -> bytes | str | Oversized | None:
         """The next message, its parts joined (in PROBE mode, capped); ``None``: closed."""
@@ -182,7 +214,9 @@ class WebSocketSession:
             reader.more = bool(message.get(FRAMES_MORE))
         return True
 
-    async def _stream_task(self, request: ObjectRequest) -> asyncio.Future[Answer] | None:
+    async def _stream_task(
+        self, request: ObjectRequest, watch: Watch
+    ) -> asyncio.Future[Answer] | None:
         """A streaming transform fed by the payload's parts as they arrive."""
         message = await self._receive()
         if message["type"] != "websocket.receive":
@@ -193,46 +227,59 @@ class WebSocketSession:
         loop = asyncio.get_running_loop()
         reader = FrameReader(first, bool(message.get(FRAMES_MORE)), self._receive, loop)
         body = io.BufferedReader(reader, 256 * 1024)
-        future = self._threads.run(self._task, request, body)
+        future = self._threads.run(self._task, request, body, watch)
         self._streaming = (reader, asyncio.Event(), future)
         return future
 
-    async def _task_async(self, request: ObjectRequest, payload: bytes | None) -> Answer:
-        reply = await self._flow.handle_async(request, payload, self._io)
+    async def _task_async(
+        self, request: ObjectRequest, payload: bytes | None, watch: Watch
+    ) -> Answer:
+        reply = await self._flow.handle_async(request, payload, self._io, watch)
         if reply is None:
-            return await self._threads.run(self._task, request, payload)
-        return self._tasks.answer(reply, request)
+            return await self._threads.run(self._task, request, payload, watch)
+        return self._tasks.answer(watch.reply(reply), request)
 
-    def _task(self, request: ObjectRequest, payload: bytes | BinaryIO | None) -> Answer:
+    def _task(
+        self, request: ObjectRequest, payload: bytes | BinaryIO | None, watch: Watch
+    ) -> Answer:
         """Run a task on a worker thread; a streamed result is joined unless frames are on."""
-        reply = self._flow.handle(request, payload)
+        reply = self._flow.handle(request, payload, watch)
         if reply.stream is not None and reply.status < 300:
             if self._frames:
-                return _Streamed(reply, request)
+                watch.reply(reply)
+                return _Streamed(reply, request, watch)
             try:
                 reply = Reply(reply.status, reply.headers, b"".join(reply.stream))
             except Failure as failure:
                 reply = self._flow.failure_reply(request.path, failure)
-        return self._tasks.answer(reply, request)
+        return self._tasks.answer(watch.reply(reply), request)
 
     async def _write_replies(self) -> None:
         while True:
-            future = await self._replies.get()
-            if future is None:
+            item = await self._replies.get()
+            if item is None:
                 return
+            future, watch = item
             try:
                 answer = await future
             except Exception as exc:
                 self._logger.exception("ws task failed unexpectedly")
                 answer = Send(f"Internal error: {type(exc).__name__}: {exc}")
+                watch.status = 500
             try:
                 if isinstance(answer, _Streamed):
                     going_on = await self._send_streamed(answer)
                 else:
                     going_on = await self._send_answer(answer)
             except OSError as exc:  # the target dropped the connection (a job ends that way)
+                watch.gone()
                 self._flow.client_gone(exc)
                 going_on = False
+            except BaseException:
+                watch.gone()
+                raise
+            finally:
+                self._answered(watch)
             streaming = self._streaming
             if streaming is not None and future is streaming[2]:
                 streaming[1].set()
@@ -268,11 +315,14 @@ class WebSocketSession:
                     started = True
         except Failure as failure:
             reply = self._flow.failure_reply(streamed.request.path, failure)
+            if not started:
+                streamed.watch.reply(reply)
             return await self._send_answer(
                 self._tasks.stream_failed(reply, streamed.request, started)
             )
         except ClientGone as exc:
             self._flow.client_gone(exc)
+            streamed.watch.gone()
             return False
         finally:
             streamed.reply.close()

@@ -13,13 +13,56 @@ from aisetl.sources import BodyTooLarge, ClientGone
 Environ = dict[str, Any]
 
 
+#: Largest single recv() of a body read straight from gunicorn's socket.
+RECV_CHUNK = 1024 * 1024
+
+
 def read_exactly(stream: Any, length: int) -> bytes:
-    data = stream.read(length) if length else b""
+    """A body of ``length`` bytes from ``wsgi.input`` (straight from the socket under gunicorn)."""
+    data = _from_socket(stream, length) if length else b""
+    if data is None:
+        data = stream.read(length)
     if len(data) < length:
         raise ClientGone(
             f"client closed the connection with {length - len(data)} body bytes unsent"
         )
     return data
+
+
+def _from_socket(stream: Any, length: int) -> bytes | None:
+    """gunicorn's body, read from its socket in large pieces and joined once.
+
+    (gunicorn's own ``read`` passes every piece through two more buffers: five copies of a
+    16 MiB body instead of two.) ``None`` when ``stream`` is not an untouched gunicorn body
+    of exactly that length; then the caller reads it the ordinary way.
+    """
+    reader = getattr(stream, "reader", None)
+    unreader = getattr(reader, "unreader", None)
+    sock = getattr(unreader, "sock", None)
+    pending = getattr(unreader, "buf", None)
+    own = getattr(stream, "buf", None)
+    if (
+        type(reader).__name__ != "LengthReader"
+        or getattr(reader, "length", None) != length
+        or sock is None
+        or not isinstance(pending, io.BytesIO)
+        or not isinstance(own, io.BytesIO)
+        or own.tell()
+    ):
+        return None
+    first = pending.getvalue()
+    pieces = [first[:length]]
+    unreader.buf = io.BytesIO()  # type: ignore[union-attr]
+    unreader.buf.write(first[length:])  # type: ignore[union-attr]
+    size = len(pieces[0])
+    while size < length:
+        piece = sock.recv(min(length - size, RECV_CHUNK))
+        if not piece:
+            break
+        pieces.append(piece)
+        size += len(piece)
+    reader.length = length - size  # type: ignore[union-attr]
+    return b"".join(pieces)
 
 
 class WSGIInputReader(io.RawIOBase):

@@ -75,3 +75,42 @@ def test_consistent_transform_passes_without_echo(
 def test_bad_input(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", *argv, *FAST]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_rss_of_each_cell_and_the_chart(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    report, chart = tmp_path / "bench.csv", tmp_path / "chart.png"
+    argv = [ECHO_FASTAPI, "--comm", "hpush", "fqn", "--size", "4MiB", "1KiB", "--echo"]
+    timing = ["--duration", "1", "--warmup", "0", "--concurrency", "4", "--no-spec"]
+    code = main(["bench", *argv, "--csv", str(report), "--plot", str(chart), *timing])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    lines = out.strip().splitlines()
+    assert len(lines) == 4 and all(" -> peak " in line and "(+" in line for line in lines)
+    rows = {(r["mode"], r["size"]): r for r in csv.DictReader(report.open())}
+    for row in rows.values():
+        assert int(row["rss_peak"]) > 0 and int(row["rss_idle"]) > 0
+    # The high-water mark is reset per cell: 1 KiB objects add far less than 4 MiB ones did.
+    grew = {key: int(r["rss_peak"]) - int(r["rss_idle"]) for key, r in rows.items()}
+    assert grew[("hpush", "1024")] < grew[("hpush", "4194304")]
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and chart.stat().st_size > 10_000
+
+
+def test_plot_into_a_missing_folder_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [ECHO_HTTP, "--plot", str(tmp_path / "no" / "c.png"), *FAST]
+    assert main(["bench", *argv]) == 2
+    assert "--plot" in capsys.readouterr().err
+
+
+def test_a_batching_server_reports_its_batches(capsys: pytest.CaptureFixture[str]) -> None:
+    server = str(REPO / "tests" / "transformers.py") + ":BatchPlainUpper"
+    argv = [server, "--comm", "hpush", "ws", "--size", "1KiB", "--duration", "0.5"]
+    code = main(["bench", *argv, "--warmup", "0", "--concurrency", "8", "--no-spec"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    lines = out.strip().splitlines()
+    assert [line.split()[0] for line in lines] == ["hpush", "batches:", "ws", "batches:"]
+    for summary in lines[1::2]:
+        count, mean = summary.split()[1].rstrip(","), float(summary.split()[4])
+        assert int(count) > 0 and 1 <= mean <= 8  # never more than the objects in flight

@@ -122,7 +122,7 @@ def test_render_round_trips() -> None:
     text = spec.render("md5-etl", "me/md5:1", comm="ws", env={"A": "1"})
     (found,) = spec.loads(text)
     assert found.communication == "ws://" and found.support_direct_put
-    assert found.environment() == {"A": "1"}
+    assert found.environment() == {"A": "1", "AISETL_OBJ_TIMEOUT": "45"}  # the server's deadline
     assert "ais etl init --spec" in text
     with pytest.raises(spec.SpecError, match="requires support_direct_put"):
         spec.render("md5-etl", "me/md5:1", comm="ws", support_direct_put=False)

@@ -2,9 +2,68 @@
 
 from __future__ import annotations
 
-from aisetl.target import EmulatedTarget
+import socket
+import time
+
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Response
+from websockets.uri import parse_uri
+
+from aisetl.protocol import WS_PATH
+from aisetl.target import ETL, EmulatedTarget
+from aisetl.target.wire import ws_control_message
 
 from .conftest import Launcher, health_ok, payload
+
+
+def reply_frames(etl: ETL, path: str, data: bytes, timeout: float = 30.0) -> list[Frame]:
+    """Send one ws task as a target does; the data frames of the reply, as they came."""
+    uri = parse_uri(etl.url().replace("http://", "ws://", 1) + WS_PATH)
+    client = ClientProtocol(uri, max_size=None)
+    deadline = time.monotonic() + timeout
+    frames: list[Frame] = []
+    with socket.create_connection((uri.host, uri.port), timeout=timeout) as sock:
+
+        def flush() -> None:
+            sock.sendall(b"".join(client.data_to_send()))
+
+        client.send_request(client.connect())
+        flush()
+        sent = False
+        while time.monotonic() < deadline:
+            received = sock.recv(1 << 20)
+            assert received, f"the server closed the connection; frames so far: {len(frames)}"
+            client.receive_data(received)
+            for event in client.events_received():
+                if isinstance(event, Response):
+                    assert event.status_code == 101, event
+                    client.send_binary(ws_control_message(path))
+                    client.send_binary(data)
+                    flush()
+                    sent = True
+                elif isinstance(event, Frame) and event.opcode in (Opcode.BINARY, Opcode.CONT):
+                    frames.append(event)
+                    if event.fin:
+                        return frames
+                elif isinstance(event, Frame) and event.opcode is Opcode.TEXT:
+                    raise AssertionError(f"a text reply: {event.data.decode()}")
+    raise AssertionError(f"no whole reply within {timeout} s (task sent: {sent})")
+
+
+def test_frames_mode_is_on_under_aisetl_serve(launch: Launcher) -> None:
+    """uvicorn's protocol is the extended one: a streamed reply leaves in several frames."""
+    data = payload(3 * 1024 * 1024 + 5)
+    on = launch("frames-echo", "tests.transformers:UpperStream", "fastapi")
+    frames = reply_frames(on, "frames/on.bin", data)
+    assert len(frames) > 1
+    assert b"".join(frame.data for frame in frames) == data.upper()
+    assert "DependencyWarning" not in on.logs()
+    # The same server with the extension off sends uvicorn's whole message: one frame.
+    env = {"AISETL_WS_FRAMES": "false"}
+    off = launch("frames-off", "tests.transformers:UpperStream", "fastapi", env=env)
+    frames = reply_frames(off, "frames/off.bin", data)
+    assert len(frames) == 1 and frames[0].data == data.upper()
 
 
 def test_large_object_streams_through_byte_exact(target: EmulatedTarget, launch: Launcher) -> None:

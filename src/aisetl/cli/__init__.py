@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from aisetl import __version__
 from aisetl.cli import bench, get, new, run, runtime, serve, spec
 from aisetl.cli.errors import CommandError
 
@@ -19,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="aisetl",
         description="Build, test and run AIStore ETL servers, with or without a cluster.",
     )
+    parser.add_argument("--version", action="version", version=f"aisetl {__version__}")
     subparsers = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     for verb in VERBS:
         verb.register(subparsers)

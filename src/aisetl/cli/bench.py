@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import csv
 import functools
+import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aisetl import comm as comms
+from aisetl.batch import BatchStats
+from aisetl.cli import server_metrics
 from aisetl.cli.errors import CommandError
 from aisetl.cli.options import add_env, add_server, add_spec, parse_env
 
@@ -28,8 +32,16 @@ modes:
   direct  hpush whose result the server PUTs to a second target (direct put)
 
 Every answer is checked: with --echo it must equal the object; otherwise every answer for an
-object must equal the first one (a transform must be deterministic). Peak RSS is the sum of
-the server's processes' peaks during each cell (Linux).
+object must equal the first one (a transform must be deterministic). A server that defines
+transform_batch also reports the batches it ran during each cell (count and sizes).
+
+RSS is the server's resident memory (all its processes, Linux): "RSS A -> peak B (+C)" reads
+A when the cell started, B the highest during that cell alone (the high-water mark is reset
+for each cell) and C what the cell added. A process keeps memory it has freed, so a cell after
+one with larger objects starts higher; compare the +C, or run one size per benchmark.
+
+--plot FILE draws the results (throughput and peak RSS per mode, size and concurrency) as
+a PNG; it needs matplotlib (pip install 'aisetl[bench]').
 
 exit codes: 0 every cell answered correctly, 1 a cell had errors or wrong answers, 2 bad input
 """
@@ -85,6 +97,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--echo", action="store_true", help="answers must equal the objects")
     add_env(parser)
     parser.add_argument("--csv", metavar="FILE", help="also write the results as CSV")
+    parser.add_argument("--plot", metavar="FILE", help="also draw the results as a PNG chart")
+    parser.add_argument(
+        "--metrics", action="store_true", help="show the server's own metrics at the end"
+    )
     add_spec(parser, choose=False)
     parser.set_defaults(handler=run)
 
@@ -130,7 +146,39 @@ def line(result: CellResult) -> str:
         f"{result.objects_per_s:9.1f} obj/s {result.mib_per_s:9.1f} MiB/s  "
         f"p50 {result.p50 * 1000:7.2f} ms  p99 {result.p99 * 1000:7.2f} ms  "
         f"/health p99 {result.health_p99 * 1000:6.1f} ms  "
-        f"peak RSS {human_bytes(result.rss_peak):>9}  {status}"
+        f"RSS {human_bytes(result.rss_idle):>9} -> peak {human_bytes(result.rss_peak):>9} "
+        f"(+{human_bytes(max(result.rss_peak - result.rss_idle, 0))})  {status}"
+    )
+
+
+def batch_sizes(folder: Path) -> dict[int, int]:
+    """Batch size -> batches, summed over the workers' files (``AISETL_BATCH_STATS``)."""
+    sizes: dict[int, int] = {}
+    for file in folder.glob("*.json"):
+        try:
+            counts = json.loads(file.read_text())["sizes"]
+        except (OSError, ValueError, KeyError):
+            continue
+        for size, count in counts.items():
+            sizes[int(size)] = sizes.get(int(size), 0) + int(count)
+    return sizes
+
+
+def batches_between(before: dict[int, int], folder: Path) -> dict[int, int]:
+    """The batches run since ``before`` (the workers write their counts within 0.2 s)."""
+    time.sleep(BatchStats.flush_interval * 2)
+    after = batch_sizes(folder)
+    return {s: n - before.get(s, 0) for s, n in after.items() if n > before.get(s, 0)}
+
+
+def batch_summary(sizes: dict[int, int]) -> str:
+    """``batches: 412, mean size 31.2 (1-32), most often 32``."""
+    batches = sum(sizes.values())
+    objects = sum(size * count for size, count in sizes.items())
+    common = max(sizes, key=lambda size: sizes[size])
+    return (
+        f"batches: {batches}, mean size {objects / batches:.1f} "
+        f"({min(sizes)}-{max(sizes)}), most often {common}"
     )
 
 
@@ -170,6 +218,12 @@ def run(args: argparse.Namespace) -> int:
     if args.duration <= 0 or args.warmup < 0:
         raise CommandError("--duration must be positive and --warmup not negative")
     sizes = _sizes(args.size)
+    if args.plot:
+        from aisetl.cli.plot import pyplot
+
+        pyplot()  # fail before the benchmark when matplotlib is missing
+        if not Path(args.plot).resolve().parent.is_dir():
+            raise CommandError(f"--plot {args.plot}: folder does not exist")
     env = parse_env(args.env)
     data = _data(args.data) if args.data else None
     try:
@@ -199,6 +253,7 @@ def run(args: argparse.Namespace) -> int:
     )
     results: list[CellResult] = []
     with (
+        tempfile.TemporaryDirectory(prefix="aisetl-batches-") as stats,
         tempfile.TemporaryDirectory(prefix="aisetl-bench-", dir=temp_root()) as root,
         Cluster(root, targets=2, use_uvloop=True, record=0, obj_timeout=60) as cluster,
     ):
@@ -210,7 +265,7 @@ def run(args: argparse.Namespace) -> int:
                 workers=args.workers,
                 init_timeout=stage.spec.init_timeout if stage.spec else 60.0,
                 obj_timeout=60.0,
-                extra_env=env,
+                extra_env={"AISETL_BATCH_STATS": stats, **env},
             )
         except StageError as exc:
             raise CommandError(str(exc)) from None
@@ -221,10 +276,23 @@ def run(args: argparse.Namespace) -> int:
         for size in sizes:
             generator.prepare(size, 16, data)
             for cell in (c for c in cells if c.size == size):
+                before = batch_sizes(Path(stats))
                 result = cluster.run(generator.run(cell))
                 results.append(result)
                 print(line(result), flush=True)
+                seen = batches_between(before, Path(stats))
+                if seen:
+                    print(f"       {batch_summary(seen)}", flush=True)
             generator.drop(size)
+        if args.metrics:
+            print(server_metrics.summary(etl.name, etl.url()), flush=True)
     if args.csv:
         write_csv(Path(args.csv), results)
+    if args.plot:
+        from aisetl.cli.plot import write_chart
+
+        server = stage.server.rsplit("/", 1)[-1]
+        title = f"aisetl bench {server} ({stage.framework}, {args.workers} worker(s))"
+        write_chart(results, Path(args.plot), title)
+        print(f"chart: {args.plot}", file=sys.stderr)
     return 0 if all(r.ok for r in results) else 1

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +18,14 @@ communication type (a client's GET with etl_name, as `ais etl object` does) and 
 goes to OUT (default: standard output). An etl_spec.yaml beside the server's file supplies
 the communication type, timeouts and environment (flags override it).
 
+A binary result is not written to a terminal: pass -o OUT (or -o - to force it).
+
 exit codes:
   0  the result was written
-  1  the server answered an error (its message is shown)
-  2  bad input: SERVER does not import or has no server class, FILE is missing, the
-     server never became healthy, an invalid etl_spec.yaml field
+  1  the server answered an error or timed out (the message says which); nothing is written
+  2  bad input: SERVER does not import or has no server class, FILE is missing or a
+     folder, the server never became healthy, an invalid etl_spec.yaml field, a binary
+     result for a terminal
 """
 
 _BUCKET = "local"
@@ -61,25 +62,31 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=run)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    folder = path.resolve().parent
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".~aisetl-", suffix=".tmp")
+def is_binary(data: bytes) -> bool:
+    """Whether ``data`` would garble a terminal: a NUL byte, or not UTF-8 text."""
+    if b"\x00" in data:
+        return True
     try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
 
 
 def run(args: argparse.Namespace) -> int:
     """Transform one file and write the result."""
+    from aisetl.cli.failures import Limit, explain_timeout
     from aisetl.cli.run import check_comm
     from aisetl.cli.stages import StageError, launch, load_stage, name_stages
+    from aisetl.cli.watch import ServerWatch, settle
     from aisetl.target import Cluster
+    from aisetl.target.store import write_atomic
 
     source = Path(args.file)
+    if source.is_dir():
+        raise CommandError(
+            f"{args.file} is a folder; use aisetl run {args.server} --src {args.file} --dst OUT"
+        )
     if not source.is_file():
         raise CommandError(f"{args.file}: no such file")
     if args.timeout is not None and args.timeout <= 0:
@@ -105,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
     comm = args.comm or (spec.comm if spec else "hpush")
     check_comm(comm, stage)
     timeout = args.timeout or (spec.obj_timeout if spec else DEFAULT_OBJ_TIMEOUT)
+    limit = Limit("--timeout", timeout, given=args.timeout is not None, from_spec=spec is not None)
     with Cluster(obj_timeout=timeout, ws_timeout=timeout, record=0) as cluster:
         target = cluster.targets[0]
         target.attach_bucket(_BUCKET, source.resolve().parent)
@@ -119,21 +127,32 @@ def run(args: argparse.Namespace) -> int:
             )
         except StageError as exc:
             raise CommandError(str(exc)) from None
+        watch = ServerWatch([(stage.server, process) for process in etl.processes])
         result = target.transform(
             etl, _BUCKET, source.name, comm=comm, fqn=args.fqn, etl_args=args.args
         )
+        death = settle(watch) if result.error is not None and result.status == 0 else None
         logs = etl.logs()
     if result.problem is not None:
-        print(f"aisetl get: {args.file}: {result.problem}", file=sys.stderr)
-        if (result.status >= 500 or result.lost) and logs:
+        message = explain_timeout(result.problem, limit)
+        print(f"aisetl get: {args.file}: {message}", file=sys.stderr)
+        if death is not None:
+            print(f"aisetl get: {death.message()}", file=sys.stderr)
+            print(f"--- server log (tail) ---\n{death.log}", file=sys.stderr)
+        elif (result.status >= 500 or result.lost) and logs:
             tail = "\n".join(logs.strip().splitlines()[-10:])
             print(f"--- server log (tail) ---\n{tail}", file=sys.stderr)
         return 1
     data = result.content or b""
     if out is None:
+        if args.output != "-" and sys.stdout.isatty() and is_binary(data):
+            raise CommandError(
+                f"the result is binary ({len(data)} bytes) and standard output is a terminal: "
+                "pass -o FILE, redirect it (> FILE), or -o - to print it anyway"
+            )
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
     else:
-        _write_atomic(out, data)
+        write_atomic(out, data)
         print(f"wrote {out} ({len(data)} bytes)", file=sys.stderr)
     return 0

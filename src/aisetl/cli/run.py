@@ -3,25 +3,28 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import re
+import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aisetl import comm as comms
+from aisetl.cli import server_metrics
 from aisetl.cli.errors import CommandError
+from aisetl.cli.names import check_collisions, ext_map, renamer
 from aisetl.cli.options import add_env, add_server, add_spec, parse_env
+from aisetl.cli.results import RunResult, finish, report_dict, summary, write_json
 from aisetl.loader import LoadError, framework_class
 from aisetl.spec import DEFAULT_INIT_TIMEOUT, DEFAULT_OBJ_TIMEOUT
 
 if TYPE_CHECKING:  # the emulator is imported when a run starts, not for every command
+    from aisetl.cli.failures import Limit
     from aisetl.cli.stages import Stage
-    from aisetl.target import JobReport
+    from aisetl.cli.watch import Death
+    from aisetl.target import ETL, Cluster
 
 EPILOG = """\
 SERVER is path/to/server.py[:CLASS] or MODULE:CLASS. An etl_spec.yaml beside the server's
@@ -32,18 +35,30 @@ communication type, as a real AIStore target sends it; results are written to --
 atomically (never a partial file). --src is never modified. Re-run with --skip-existing
 to resume an interrupted run.
 
+Identical errors are grouped, each with the last lines of the traceback the server logged
+for it. A server that dies during the run stops it at once, named with its exit code (or
+signal) and the end of its log; --log DIR keeps every server's log.
+
+--ext FROM:TO renames extensions in --dst (flac:wav); '*:TO' renames every extension and
+gives names without one .TO. Two objects that would get the same name in --dst are refused
+before the run starts.
+
+The first Ctrl-C lets the objects in flight finish, the second abandons them; either way
+the summary and --report say what was done.
+
 exit codes:
   0    every object was transformed
-  1    at least one object failed (each is listed in the summary and in --report)
+  1    at least one object failed (each is listed in the summary and in --report), or a
+       server died during the run
   2    bad input: SERVER does not import or has no server class, --src missing or
-       empty, --dst inside --src, a port in use, a server that never became healthy,
-       an invalid etl_spec.yaml field
+       empty, --dst inside --src, destination names that collide, a port in use, a
+       server that never became healthy, an invalid etl_spec.yaml field
   130  interrupted (Ctrl-C); what was written to --dst is complete
 """
 
 _BUCKET_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
-#: Errors listed in the summary (all of them go to --report).
-SUMMARY_ERRORS = 10
+#: Seconds the servers get to stop after one of them died.
+STOP_GRACE = 1.0
 
 
 @dataclass
@@ -67,8 +82,16 @@ class RunPlan:
     port: int | None
     init_timeout: float
     obj_timeout: float
+    obj_limit: Limit
     env: dict[str, str] = field(default_factory=dict)
     quiet: bool = False
+    log_dir: Path | None = None
+
+    def rename(self, name: str) -> str:
+        """The name of object ``name``'s result in --dst."""
+        return renamer(self.ext)(name) if self.ext else name
+
+    metrics: bool = False
 
 
 def register(subparsers: Any) -> None:
@@ -139,30 +162,29 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--init-timeout", type=float, metavar="S", help="seconds to wait for /health"
     )
-    parser.add_argument("--obj-timeout", type=float, metavar="S", help="seconds per object attempt")
+    parser.add_argument(
+        "--obj-timeout",
+        type=float,
+        metavar="S",
+        help="seconds per object attempt, ws tasks included, and the server's own "
+        "AISETL_OBJ_TIMEOUT (default: spec's or 10)",
+    )
+    parser.add_argument(
+        "--log", metavar="DIR", help="keep each server's log in DIR (created if missing)"
+    )
+    parser.add_argument(
+        "--metrics", action="store_true", help="show the server's own metrics at the end"
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress, only the summary")
     parser.set_defaults(handler=run)
-
-
-def _ext_map(values: list[str]) -> dict[str, str]:
-
-    mapping: dict[str, str] = {}
-    for value in values:
-        for item in filter(None, (part.strip() for part in value.split(","))):
-            old, sep, new = item.partition(":")
-            old, new = old.strip().lstrip("."), new.strip().lstrip(".")
-            if not sep or not old or not new or "/" in old + new:
-                raise CommandError(f"--ext {item!r}: write FROM:TO, e.g. flac:wav")
-            mapping[old] = new
-    return mapping
 
 
 def _inside(child: Path, parent: Path) -> bool:
     return child == parent or parent in child.parents
 
 
-def check_folders(src_arg: str, dst_arg: str, prefix: str) -> tuple[Path, Path, int]:
-    """Resolve --src and --dst, refuse overlaps; return them and the number of objects."""
+def check_folders(src_arg: str, dst_arg: str, prefix: str) -> tuple[Path, Path, list[str]]:
+    """Resolve --src and --dst, refuse overlaps; return them and the object names."""
     from aisetl.target import Bucket
 
     src = Path(src_arg)
@@ -180,16 +202,17 @@ def check_folders(src_arg: str, dst_arg: str, prefix: str) -> tuple[Path, Path, 
         raise CommandError(f"--src {src_arg} is inside --dst {dst_arg}: results could overwrite it")
     if dst.exists() and not dst.is_dir():
         raise CommandError(f"--dst {dst_arg} exists and is not a folder")
-    total = sum(1 for _ in Bucket("src", src).iter_names(prefix))
-    if total == 0:
+    names = list(Bucket("src", src).iter_names(prefix))
+    if not names:
         if prefix:
             raise CommandError(f"--src {src_arg} has no objects whose name starts with {prefix!r}")
         raise CommandError(f"--src {src_arg} is empty")
-    return src, dst, total
+    return src, dst, names
 
 
 def plan(args: argparse.Namespace) -> RunPlan:
     """Check every argument and load every server; raise :class:`CommandError`."""
+    from aisetl.cli.failures import Limit
     from aisetl.cli.stages import StageError, check_port, load_stage, name_stages
 
     for flag, value in (("--workers", args.workers), ("--concurrency", args.concurrency)):
@@ -198,9 +221,18 @@ def plan(args: argparse.Namespace) -> RunPlan:
     for flag, value in (("--init-timeout", args.init_timeout), ("--obj-timeout", args.obj_timeout)):
         if value is not None and value <= 0:
             raise CommandError(f"{flag} must be a positive number of seconds")
-    ext = _ext_map(args.ext)
+    ext = ext_map(args.ext)
     env = parse_env(args.env)
-    src, dst, total = check_folders(args.src, args.dst, args.prefix)
+    if args.obj_timeout:  # the server gives up when the target does (unless --env says)
+        env.setdefault("AISETL_OBJ_TIMEOUT", f"{args.obj_timeout:g}")
+    src, dst, names = check_folders(args.src, args.dst, args.prefix)
+    if ext:
+        check_collisions(
+            names, renamer(ext), "--ext " + ",".join(f"{a}:{b}" for a, b in ext.items())
+        )
+    log_dir = Path(args.log) if args.log else None
+    if log_dir is not None and log_dir.exists() and not log_dir.is_dir():
+        raise CommandError(f"--log {args.log} exists and is not a folder")
     if args.port is not None:
         try:
             check_port(args.port)
@@ -226,11 +258,12 @@ def plan(args: argparse.Namespace) -> RunPlan:
         report_dir = Path(args.report).resolve().parent
         if not report_dir.is_dir():
             raise CommandError(f"--report {args.report}: folder {report_dir} does not exist")
+    obj_timeout = args.obj_timeout or (spec.obj_timeout if spec else DEFAULT_OBJ_TIMEOUT)
     return RunPlan(
         stages=stages,
         src=src,
         dst=dst,
-        total=total,
+        total=len(names),
         comm=comm,
         fqn=args.fqn,
         direct_put=args.direct_put,
@@ -243,9 +276,17 @@ def plan(args: argparse.Namespace) -> RunPlan:
         report=Path(args.report) if args.report else None,
         port=args.port,
         init_timeout=args.init_timeout or (spec.init_timeout if spec else DEFAULT_INIT_TIMEOUT),
-        obj_timeout=args.obj_timeout or (spec.obj_timeout if spec else DEFAULT_OBJ_TIMEOUT),
+        obj_timeout=obj_timeout,
+        obj_limit=Limit(
+            "--obj-timeout",
+            obj_timeout,
+            given=args.obj_timeout is not None,
+            from_spec=spec is not None,
+        ),
         env=env,
         quiet=args.quiet,
+        log_dir=log_dir,
+        metrics=args.metrics,
     )
 
 
@@ -264,84 +305,6 @@ def bucket_name(folder: Path, fallback: str) -> str:
     """A valid bucket name from a folder's name."""
     name = _BUCKET_CHARS.sub("-", folder.name).strip("-.")[:64].replace("..", "-")
     return name or fallback
-
-
-def _relative(obj_name: str, src_bucket: str) -> str:
-    prefix = f"ais://{src_bucket}/"
-    return obj_name[len(prefix) :] if obj_name.startswith(prefix) else obj_name
-
-
-def report_dict(plan: RunPlan, report: JobReport, src_bucket: str) -> dict[str, Any]:
-    """The JSON report: settings, counts, and every failed object with its reason."""
-    return {
-        "job_id": report.job_id,
-        "servers": [stage.server for stage in plan.stages],
-        "src": str(plan.src),
-        "dst": str(plan.dst),
-        "comm": plan.comm,
-        "fqn": plan.fqn,
-        "direct_put": plan.direct_put,
-        "etl_args": plan.etl_args,
-        "ok": report.ok,
-        "total": report.total,
-        "stored": report.stored,
-        "delivered": report.delivered,
-        "skipped": report.skipped,
-        "failed": report.failed,
-        "lost": report.lost,
-        "bytes_in": report.bytes_in,
-        "bytes_out": report.bytes_out,
-        "duration_s": round(report.duration, 3),
-        "aborted": report.aborted,
-        "abort_reason": report.abort_reason,
-        "errors": [
-            {
-                "object": _relative(error.obj_name, src_bucket),
-                "status": error.ecode,
-                "reason": error.msg,
-            }
-            for error in report.errors
-        ],
-        "ws_errors": list(report.ws_errors),
-    }
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` to ``path`` atomically."""
-    folder = path.resolve().parent
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".~aisetl-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            json.dump(data, file, indent=2)
-            file.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def summary(plan: RunPlan, report: JobReport, src_bucket: str) -> str:
-    """The lines printed when the job ends."""
-    from aisetl.cli.progress import human_bytes, human_seconds
-
-    rate = report.done / report.duration if report.duration > 0 else 0.0
-    head = "done" if report.ok else "FAILED"
-    lines = [
-        f"{head}: {report.done}/{report.total} objects in {human_seconds(report.duration)} "
-        f"({rate:.1f} obj/s): {report.stored + report.delivered} written"
-        + (f" ({report.delivered} by direct put)" if report.delivered else "")
-        + f", {report.skipped} skipped, {report.failed} failed; "
-        f"{human_bytes(report.bytes_in)} in, {human_bytes(report.bytes_out)} out -> {plan.dst}"
-    ]
-    if report.aborted and report.abort_reason:
-        lines.append(f"job aborted: {report.abort_reason}")
-    for error in report.errors[:SUMMARY_ERRORS]:
-        lines.append(f"  {_relative(error.obj_name, src_bucket)}: {error.msg}")
-    if report.failed > SUMMARY_ERRORS:
-        more = report.failed - SUMMARY_ERRORS
-        where = f"see {plan.report}" if plan.report else "use --report FILE for the full list"
-        lines.append(f"  ... and {more} more ({where})")
-    return "\n".join(lines)
 
 
 def _short(path: Path) -> str:
@@ -364,112 +327,181 @@ def _header(plan: RunPlan) -> str:
     )
 
 
+def stage_label(plan: RunPlan, index: int) -> str:
+    """How messages name stage ``index``: its server, and its place in a pipeline."""
+    stage = plan.stages[index]
+    if len(plan.stages) == 1:
+        return stage.server
+    return f"{stage.server} (stage {index + 1} of {len(plan.stages)})"
+
+
+def keep_logs(plan: RunPlan, cluster: Cluster, etls: list[ETL]) -> dict[str, Path]:
+    """Copy every server's log into ``--log DIR`` (``<etl name>.log``); return them by name."""
+    if plan.log_dir is None:
+        return {}
+    plan.log_dir.mkdir(parents=True, exist_ok=True)
+    kept: dict[str, Path] = {}
+    started = {etl.name: etl for etl in etls}
+    for stage in plan.stages:
+        etl = started.get(stage.name)
+        paths = [p.log_path for p in etl.processes] if etl else []
+        paths = paths or sorted((cluster.core.root / "logs").glob(f"{stage.name}-*.log"))
+        for index, path in enumerate(paths):
+            name = stage.name + (f"-{index}" if index else "")
+            dst = plan.log_dir / f"{name}.log"
+            try:
+                shutil.copyfile(path, dst)
+            except OSError as exc:
+                print(f"aisetl run: cannot keep {path} in {dst}: {exc}", file=sys.stderr)
+                continue
+            kept[name] = dst
+    return kept
+
+
+def _print_death(death: Death) -> None:
+    print(f"\naisetl run: {death.message()}; stopping the run", file=sys.stderr, flush=True)
+    if death.log:
+        print(f"--- server log (tail) ---\n{death.log}\n---", file=sys.stderr, flush=True)
+
+
+def _print_interrupt() -> None:
+    print(
+        "\ninterrupted: letting the objects in flight finish (Ctrl-C again to abandon them)",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def execute(plan: RunPlan) -> int:
     """Start the servers and the emulated target, run the job, report; return the exit code."""
+    from aisetl.cli.job import JobControl
     from aisetl.cli.progress import make_display
     from aisetl.cli.stages import StageError, launch
-    from aisetl.target import Cluster, JobSpec, rename_with, run_job
+    from aisetl.cli.watch import ServerWatch
+    from aisetl.target import Cluster, JobSpec
 
     src_bucket = bucket_name(plan.src, "src")
     dst_bucket = bucket_name(plan.dst, "dst")
     if dst_bucket == src_bucket:
         dst_bucket = (dst_bucket[:60] + "-dst").strip("-")
     print(_header(plan), file=sys.stderr, flush=True)
+    served: list[str] = []
     lost = comms.lost_failure_warning(plan.comm)
     if lost is not None:
         print(f"aisetl run: warning: {lost}", file=sys.stderr, flush=True)
     targets = 2 if plan.direct_put else 1
+    etls: list[ETL] = []
     with Cluster(
         targets=targets,
         placement="remote" if plan.direct_put else "local",
         obj_timeout=plan.obj_timeout,
         record=0,
-        ws_timeout=max(plan.obj_timeout * 6, 60.0),
+        ws_timeout=plan.obj_timeout,  # --obj-timeout bounds ws tasks too
     ) as cluster:
-        cluster.targets[0].attach_bucket(src_bucket, plan.src)
-        started = time.monotonic()
         try:
-            etls = launch(
-                cluster,
-                plan.stages,
-                comm=plan.comm,
-                workers=plan.workers,
-                port=plan.port,
-                init_timeout=plan.init_timeout,
-                obj_timeout=plan.obj_timeout,
-                extra_env=plan.env,
-            )
-        except StageError as exc:
-            raise CommandError(str(exc)) from None
-        plan.dst.mkdir(parents=True, exist_ok=True)
-        for target in cluster.targets:
-            target.attach_bucket(dst_bucket, plan.dst)
-        print(f"  servers ready in {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
-        display = make_display(quiet=plan.quiet)
-        spec = JobSpec(
-            etl=etls[0],
-            src=src_bucket,
-            dst=dst_bucket,
-            prefix=plan.prefix,
-            rename=rename_with(plan.ext) if plan.ext else None,
-            pipeline=etls[1:],
-            comm=plan.comm,
-            fqn=plan.fqn,
-            workers=plan.concurrency,
-            continue_on_error=True,
-            skip_existing=plan.skip_existing,
-            progress=display.update if display else None,
-            progress_interval=0.1,
-            max_errors=max(plan.total, 1),
-            etl_args=plan.etl_args,
-        )
-        if display:
-            display.start(plan.total)
-        try:
-            report = cluster.run(run_job(cluster.core, spec))
-        except KeyboardInterrupt:
-            if display:
-                display.stop()
+            cluster.targets[0].attach_bucket(src_bucket, plan.src)
+            started = time.monotonic()
+            try:
+                etls = launch(
+                    cluster,
+                    plan.stages,
+                    comm=plan.comm,
+                    workers=plan.workers,
+                    port=plan.port,
+                    init_timeout=plan.init_timeout,
+                    obj_timeout=plan.obj_timeout,
+                    extra_env=plan.env,
+                )
+            except StageError as exc:
+                raise CommandError(str(exc)) from None
+            except KeyboardInterrupt:
+                return _interrupted_at_start(plan, src_bucket, dst_bucket)
+            plan.dst.mkdir(parents=True, exist_ok=True)
+            for target in cluster.targets:
+                target.attach_bucket(dst_bucket, plan.dst)
             print(
-                "\ninterrupted: every file in --dst is complete; run again with "
-                "--skip-existing to resume",
+                f"  servers ready in {time.monotonic() - started:.1f} s",
                 file=sys.stderr,
+                flush=True,
             )
-            raise
-        if display:
-            display.stop()
-    check_results(plan, report, src_bucket)
-    print(summary(plan, report, src_bucket))
+            display = make_display(quiet=plan.quiet)
+            spec = JobSpec(
+                etl=etls[0],
+                src=src_bucket,
+                dst=dst_bucket,
+                prefix=plan.prefix,
+                rename=plan.rename if plan.ext else None,
+                pipeline=etls[1:],
+                comm=plan.comm,
+                fqn=plan.fqn,
+                workers=plan.concurrency,
+                continue_on_error=True,
+                skip_existing=plan.skip_existing,
+                progress=display.update if display else None,
+                progress_interval=0.1,
+                max_errors=max(plan.total, 1),
+                etl_args=plan.etl_args,
+            )
+            watch = ServerWatch(
+                [
+                    (stage_label(plan, index), process)
+                    for index, etl in enumerate(etls)
+                    for process in etl.processes
+                ]
+            )
+
+            def on_death(death: Death) -> None:
+                if display:
+                    display.stop()
+                _print_death(death)
+
+            if display:
+                display.start(plan.total)
+            control = JobControl(
+                cluster, spec, watch, on_death=on_death, on_interrupt=_print_interrupt
+            )
+            try:
+                outcome = control.run()
+            finally:
+                if display:
+                    display.stop()
+            logs = [process.log() for etl in etls for process in etl.processes]
+            if plan.metrics and outcome.death is None:  # scraped while the servers still run
+                served = [server_metrics.summary(etl.name, etl.url()) for etl in etls]
+            if outcome.death is not None:  # the run is over: do not wait on the other servers
+                for etl in etls:
+                    for process in etl.processes:
+                        process.stop(grace=STOP_GRACE)
+        finally:
+            kept = keep_logs(plan, cluster, etls)
+    result = RunResult(outcome, src_bucket, logs=kept)
+    finish(plan, result, logs)
+    print(summary(plan, result))
+    for text in served:
+        print(text)
     if plan.report:
-        write_json(plan.report, report_dict(plan, report, src_bucket))
-    return 0 if report.ok else 1
+        write_json(plan.report, report_dict(plan, result))
+    if outcome.interrupted:
+        print(
+            "interrupted: every file in --dst is complete; run again with "
+            "--skip-existing to resume",
+            file=sys.stderr,
+        )
+        return 130
+    return 0 if outcome.report.ok else 1
 
 
-MSG_MISSING = (
-    "no result at the destination: the server answered with a text message, which a target "
-    "takes as delivered (ws has no error channel; see the server log)"
-)
+def _interrupted_at_start(plan: RunPlan, src_bucket: str, dst_bucket: str) -> int:
+    """Ctrl-C while the servers start: nothing was sent; say so, in --report too."""
+    from aisetl.cli.job import MSG_INTERRUPTED, Outcome
+    from aisetl.target import JobReport
 
-
-def check_results(plan: RunPlan, report: JobReport, src_bucket: str) -> None:
-    """Count objects the target took as delivered but whose result is not in --dst as failed.
-
-    Over ws a server's failure reaches the target as a text message, which means "delivered
-    by direct put" (PROTOCOL.md §7.4): the job cannot see it, the destination can.
-    """
-    from aisetl.target import Bucket, ObjError, rename_with
-
-    if report.aborted or report.delivered == 0:
-        return
-    rename = rename_with(plan.ext) if plan.ext else (lambda name: name)
-    failed = {_relative(error.obj_name, src_bucket) for error in report.errors}
-    dst = Bucket("dst", plan.dst)
-    for name in Bucket("src", plan.src).iter_names(plan.prefix):
-        if name in failed or dst.exists(rename(name)):
-            continue
-        report.errors.append(ObjError(f"ais://{src_bucket}/{name}", MSG_MISSING))
-        report.failed += 1
-        report.delivered -= 1
+    report = JobReport("", plan.stages[0].name, src_bucket, dst_bucket, total=plan.total)
+    report.aborted, report.abort_reason = True, f"{MSG_INTERRUPTED} before the servers were ready"
+    if plan.report:
+        write_json(plan.report, report_dict(plan, RunResult(Outcome(report, True), src_bucket)))
+    print("\ninterrupted before the servers were ready: nothing was sent", file=sys.stderr)
+    return 130
 
 
 def run(args: argparse.Namespace) -> int:

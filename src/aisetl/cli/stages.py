@@ -7,6 +7,7 @@ import inspect
 import os
 import re
 import socket
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,6 +82,8 @@ def load_stage(
     chosen = framework or framework_of(cls) or "fastapi"
     path = spec_path if spec_path is not None else (find_spec(cls, server) if use_spec else None)
     found = read_spec(path) if path is not None else None
+    for warning in found.warnings if found else ():
+        print(f"warning: {_shown(path)}: {warning}", file=sys.stderr)
     return Stage(
         server=server,
         class_name=cls.__name__,
@@ -90,6 +93,13 @@ def load_stage(
         env={var.name: var.value for var in found.runtime_env} if found else {},
         top_env={var.name: var.value for var in found.env} if found else {},
     )
+
+
+def _shown(path: Path | None) -> str:
+    try:
+        return str(Path(path or "").resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def name_stages(stages: list[Stage]) -> None:

@@ -16,7 +16,7 @@ from aisetl.target.driver import Driver, RetryPolicy, Task, TransformResult
 from aisetl.target.endpoint import PutRecord
 from aisetl.target.faults import Fault, Faults
 from aisetl.target.http import HTTPClient, HTTPServer, Reply, Request, Response, TransportError
-from aisetl.target.jobs import JobProgress, JobReport, JobSpec, rename_with, run_job
+from aisetl.target.jobs import Job, JobProgress, JobReport, JobSpec, rename_with, run_job
 from aisetl.target.process import ServerProcess, ServerStartError, free_port, start_server
 from aisetl.target.record import Record, Recorder
 from aisetl.target.store import Bucket, Mountpath
@@ -37,6 +37,7 @@ __all__ = [
     "GoURLError",
     "HTTPClient",
     "HTTPServer",
+    "Job",
     "JobProgress",
     "JobReport",
     "JobSpec",

@@ -103,7 +103,12 @@ class JobSpec:
     etl_args: str = ""
 
 
-class _Job:
+class Job:
+    """One running job: :meth:`run` it; ``report`` grows as it goes; :meth:`stop` ends it early.
+
+    (:func:`run_job` is the one-call form.)
+    """
+
     def __init__(self, cluster: AsyncCluster, spec: JobSpec) -> None:
         self.cluster = cluster
         self.spec = spec
@@ -114,7 +119,12 @@ class _Job:
         self.callback = spec.progress
         self.abort: str = ""
 
+    def stop(self, reason: str) -> None:
+        """End the job as an abort does: no new object starts; ``reason`` goes in the report."""
+        self.abort = self.abort or reason
+
     async def run(self) -> JobReport:
+        """Run every target's part of the job; the report, once all are done."""
         spec, report = self.spec, self.report
         self.cluster.bucket(spec.dst)
         work = []
@@ -262,4 +272,4 @@ async def run_job(cluster: AsyncCluster, spec: JobSpec) -> JobReport:
     the end), and builds hops per object (§8.1). The first error other than "not found"
     aborts the job unless ``continue_on_error``.
     """
-    return await _Job(cluster, spec).run()
+    return await Job(cluster, spec).run()

@@ -19,6 +19,46 @@ def _is_temp(name: str) -> bool:
     return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
 
 
+def umask() -> int:
+    """The process's umask (read without changing it where Linux tells it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes | Iterable[bytes]) -> int:
+    """Write ``data`` to ``path`` through a temp file in the same folder; return the size.
+
+    The temp file gets the permissions a plain write would (``0666`` less the umask) before it
+    replaces ``path`` in one step: no reader ever sees a partial or unreadable file, and the
+    temp file is removed on failure.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX)
+    size = 0
+    try:
+        os.fchmod(fd, 0o666 & ~umask())
+        with os.fdopen(fd, "wb") as file:
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                size = file.write(data)
+            else:
+                for chunk in data:
+                    size += file.write(chunk)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return size
+
+
 class Bucket:
     """A bucket whose objects are the files below one folder (nested names are subfolders).
 
@@ -80,29 +120,10 @@ class Bucket:
             return file.read()
 
     def put(self, name: str, data: bytes | Iterable[bytes]) -> int:
-        """Store an object atomically and return its size.
-
-        The bytes go to a temp file in the destination folder, which then replaces the object
-        in one step; no partial object is ever visible and the temp file is removed on failure.
-        """
+        """Store an object atomically (see :func:`write_atomic`) and return its size."""
         path = self.fqn(name)
-        folder = os.path.dirname(path)
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX)
-        size = 0
-        try:
-            with os.fdopen(fd, "wb") as file:
-                if isinstance(data, (bytes, bytearray, memoryview)):
-                    size = file.write(data)
-                else:
-                    for chunk in data:
-                        size += file.write(chunk)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        return size
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return write_atomic(path, data)
 
     def delete(self, name: str) -> bool:
         """Remove an object; ``False`` when it did not exist."""
