@@ -6,6 +6,7 @@ import socket
 
 import pytest
 
+from aisetl import drain
 from aisetl.probe_fastpath import answer_waiting_probe, probe_answer
 
 PROBE = (
@@ -55,3 +56,16 @@ def test_a_head_probe_gets_no_body_and_other_requests_are_left_unread() -> None:
         client.sendall(b"PUT /b/o HTTP/1.1\r\nContent-Length: 1\r\n\r\na")
         assert not answer_waiting_probe(server)
         assert server.recv(4096).startswith(b"PUT /b/o")  # untouched
+
+
+def test_a_draining_server_leaves_probes_to_the_ordinary_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While draining after SIGTERM, /health answers 503 with the reason: not here."""
+    monkeypatch.setattr(drain, "reason", lambda: "SIGTERM")
+    assert probe_answer(PROBE) is None
+    server, client = socket.socketpair()
+    with server, client:
+        client.sendall(PROBE)
+        assert not answer_waiting_probe(server)
+        assert server.recv(4096) == PROBE  # left for the server, which answers 503
