@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import socket
 
+from aisetl import drain
 from aisetl.protocol import HEALTH_BODY, HEALTH_PATH
 from aisetl.reply import TEXT_PLAIN
 
@@ -48,7 +49,12 @@ def defer_accept(listener: socket.socket) -> None:
 
 
 def probe_answer(data: bytes) -> bytes | None:
-    """The answer when ``data`` is exactly one bodiless readiness probe, else ``None``."""
+    """The answer when ``data`` is exactly one bodiless readiness probe, else ``None``.
+
+    ``None`` while the server drains after SIGTERM: the ordinary path answers 503 then.
+    """
+    if drain.reason() is not None:
+        return None
     if not data.endswith(_END) or data.find(_END) != len(data) - len(_END):
         return None
     line, _, headers = data.partition(b"\r\n")
