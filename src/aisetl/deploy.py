@@ -16,6 +16,7 @@ same message without sending it, and ``aisetl spec init --runtime`` writes it as
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import ModuleType
@@ -193,6 +194,8 @@ def init_message(
     variables = _environment(
         encoded, dependencies or (), os_packages or (), direct_file_access, env or {}
     )
+    with contextlib.suppress(ValueError):  # the pod is not told obj_timeout: its own deadline
+        variables.setdefault(specs.DEADLINE_VAR, f"{specs.parse_duration(obj_timeout):g}")
     for key, value in variables.items():
         check_size(key, value)
     message: dict[str, Any] = {

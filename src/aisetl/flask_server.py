@@ -7,7 +7,6 @@ claims go to a raw WSGI handler that speaks the protocol through the neutral flo
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, BinaryIO
 
@@ -19,7 +18,7 @@ from aisetl._gunicorn_pod import POD_OPTIONS
 from aisetl.config import Settings
 from aisetl.deadline import peer_closed
 from aisetl.edge import Body, Refused, RequestHead, content_length, is_metrics_request
-from aisetl.flow import Flow
+from aisetl.flow import Flow, FlowPerProcess
 from aisetl.http11 import reason
 from aisetl.metrics import metrics_reply
 from aisetl.protocol import DEFAULT_PORT, is_health_check
@@ -115,15 +114,12 @@ class WSGIProtocolHandler:
 
     def __init__(self, etl: FlaskServer) -> None:
         self._etl = etl
-        self._flow: tuple[int, Flow] | None = None
+        self._flow = FlowPerProcess(lambda: Flow(self._etl))
 
     @property
     def flow(self) -> Flow:
         """This process's flow (created after any fork)."""
-        pid = os.getpid()
-        if self._flow is None or self._flow[0] != pid:
-            self._flow = (pid, Flow(self._etl))
-        return self._flow[1]
+        return self._flow.get()
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         method: str = environ["REQUEST_METHOD"]

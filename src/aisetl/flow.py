@@ -9,7 +9,9 @@ are methods of their own here, so the two differ only in how they wait.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import threading
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
 from aisetl.aio import LoopIO, TransportFailed
@@ -253,7 +255,7 @@ class Flow:
         self, io: LoopIO, data: bytes | str, request: ObjectRequest, watch: Watch
     ) -> bytes:
         if self.invoker.is_async or self.invoker.batcher is not None:
-            return await self.invoker.transform_async(data, request)  # awaited, no thread held
+            return await watch.awaited(self.invoker, data, request)  # awaited, no thread held
         if isinstance(data, bytes) and self.invoker.may_inline(
             len(data), self._settings.inline_max_bytes
         ):
@@ -377,3 +379,26 @@ def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
         close = getattr(rest, "close", None)
         if close is not None:
             close()
+
+
+class FlowPerProcess:
+    """This process's :class:`Flow`, built once after any fork, even when threads ask at once.
+
+    (Two flows in one process would split its batches and its memory bound in two.)
+    """
+
+    def __init__(self, build: Callable[[], Flow]) -> None:
+        self._build = build
+        self._lock = threading.Lock()
+        self._flow: tuple[int, Flow] | None = None
+
+    def get(self) -> Flow:
+        """The flow of the calling process."""
+        pid = os.getpid()
+        current = self._flow
+        if current is None or current[0] != pid:
+            with self._lock:
+                current = self._flow
+                if current is None or current[0] != pid:
+                    current = self._flow = (pid, self._build())
+        return current[1]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import signal
 import socket
 import socketserver
@@ -22,7 +21,7 @@ from typing import Any, BinaryIO, cast
 from aisetl import drain as draining
 from aisetl.deadline import peer_closed
 from aisetl.edge import Body, Headers, Refused, RequestHead, content_length, is_metrics_request
-from aisetl.flow import Flow
+from aisetl.flow import Flow, FlowPerProcess
 from aisetl.head_deadline import HeadWatchdog
 from aisetl.http11 import BodyReader, body_reader, drain, read_all, write_reply
 from aisetl.metrics import metrics_reply
@@ -44,15 +43,12 @@ class HTTPMultiThreadedServer(ETLServer):
         super().__init__()
         self.host = host
         self.port = port
-        self._flow: tuple[int, Flow] | None = None
+        self._flow = FlowPerProcess(lambda: Flow(self))
 
     @property
     def flow(self) -> Flow:
         """This process's :class:`~aisetl.flow.Flow` (created after any fork)."""
-        pid = os.getpid()
-        if self._flow is None or self._flow[0] != pid:
-            self._flow = (pid, Flow(self))
-        return self._flow[1]
+        return self._flow.get()
 
     def start(self, workers: int | None = None) -> None:
         """Serve until SIGTERM; ``workers`` processes (default ``NUM_WORKERS`` or 1)."""

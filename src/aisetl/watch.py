@@ -320,6 +320,22 @@ class Watch:
         self.bytes_out += len(result)
         return result
 
+    async def awaited(self, invoker: Invoker, data: bytes | str, request: ObjectRequest) -> bytes:
+        """An ``async`` (or batched) transform awaited on this loop; cancelled past the bounds."""
+        if isinstance(data, bytes):
+            self.bytes_in += len(data)
+        started = time.perf_counter()
+        try:
+            work = invoker.transform_async(data, request)
+            if self.bounds.active:
+                result = await self.bounds.wait(work, None, "running the async transform")
+            else:
+                result = await work
+        finally:
+            self._add_time(time.perf_counter() - started)
+        self.bytes_out += len(result)
+        return result
+
     def stream(self, chunks: Iterator[bytes], bound_steps: bool = True) -> Iterator[bytes]:
         """A streaming transform's output, counted; each step within the bounds.
 
@@ -446,7 +462,7 @@ class Watch:
         self, outcome: str, status: int, seconds: float, failure: Failure | None
     ) -> None:
         if outcome == metrics.GONE and failure is None:
-            reason = "the target hung up before the answer was out; nothing was sent"
+            reason = "the client went away (the target hung up) before the answer was out"
             self._log(logging.WARNING, f"failed: {reason}", 0, seconds, reason)
             return
         reason = self._reason or (
@@ -460,7 +476,7 @@ class Watch:
                 "interrupt it): its result will be dropped"
             )
         if outcome == metrics.GONE:
-            reason = f"{reason}; the target had hung up, nothing was sent"
+            reason = f"{reason}; the client went away (the target hung up), nothing was sent"
         level = logging.ERROR if status >= 500 else logging.WARNING
         self._log(level, f"failed ({status}): {reason}", status, seconds, reason, failure)
 

@@ -76,8 +76,10 @@ def test_the_message_of_init_class(tmp_path: Path) -> None:
         "ETL_DIRECT_FQN",
         "AISETL_PAYLOAD_PYTHON",
         "AISETL_PAYLOAD_AISETL",
+        "AISETL_OBJ_TIMEOUT",  # the server's deadline: the pod is not told obj_timeout
     ]
     env = env_of(message)
+    assert env["AISETL_OBJ_TIMEOUT"] == "45"
     assert env["PACKAGES"] == "numpy,pillow==10.0" and env["OS_PACKAGES"] == "ffmpeg"
     assert env["NUM_WORKERS"] == "8" and env["ETL_DIRECT_FQN"] == "true"
     assert env[PAYLOAD_PYTHON] == HERE

@@ -65,6 +65,7 @@ def test_the_written_spec_starts_in_the_runtime(
         "ETL_DIRECT_FQN",
         "AISETL_PAYLOAD_PYTHON",
         "AISETL_PAYLOAD_AISETL",
+        "AISETL_OBJ_TIMEOUT",
     ]
     # The module was pickled by value: the runtime runs elsewhere, without server.py.
     etl = launch(target, "word-upper", {**env, "PIP_NO_INDEX": "1"}, workdir)

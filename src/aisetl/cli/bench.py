@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 from aisetl import comm as comms
 from aisetl.batch import BatchStats
-from aisetl.cli import server_metrics
 from aisetl.cli.errors import CommandError
 from aisetl.cli.options import add_env, add_server, add_spec, parse_env
 
@@ -285,7 +284,9 @@ def run(args: argparse.Namespace) -> int:
                     print(f"       {batch_summary(seen)}", flush=True)
             generator.drop(size)
         if args.metrics:
-            print(server_metrics.summary(etl.name, etl.url()), flush=True)
+            from aisetl.cli.server_metrics import summary as metrics_summary
+
+            print(metrics_summary(etl.name, etl.url()), flush=True)
     if args.csv:
         write_csv(Path(args.csv), results)
     if args.plot:

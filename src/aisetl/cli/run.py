@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aisetl import comm as comms
-from aisetl.cli import server_metrics
 from aisetl.cli.errors import CommandError
 from aisetl.cli.names import check_collisions, ext_map, renamer
 from aisetl.cli.options import add_env, add_server, add_spec, parse_env
@@ -467,7 +466,9 @@ def execute(plan: RunPlan) -> int:
                     display.stop()
             logs = [process.log() for etl in etls for process in etl.processes]
             if plan.metrics and outcome.death is None:  # scraped while the servers still run
-                served = [server_metrics.summary(etl.name, etl.url()) for etl in etls]
+                from aisetl.cli.server_metrics import summary as metrics_summary
+
+                served = [metrics_summary(etl.name, etl.url()) for etl in etls]
             if outcome.death is not None:  # the run is over: do not wait on the other servers
                 for etl in etls:
                     for process in etl.processes:
