@@ -105,7 +105,7 @@ def test_concurrent_bodies_past_the_bound_come_back_byte_exact(
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_a_body_past_the_bound_waits_unread(cluster: Cluster, framework: str) -> None:
     etl = launch(cluster, f"{framework}-pushback", framework)
-    first = in_background(cluster, etl, f"first-{framework}", payload(MIB), "sleep=1.5")
+    first = in_background(cluster, etl, f"first-{framework}", payload(MIB), "sleep=4")
     wait_for(lambda: value(scrape(etl), "aisetl_inflight_bytes") == BOUND, 10, "the first body")
     big = payload(32 * MIB, seed=5)
     server = etl.server()
