@@ -227,6 +227,7 @@ class BatchStats:
         self.seconds = 0.0
         self._folder = folder
         self._lock = threading.Lock()
+        self._writing = threading.Lock()
         self._dirty = False
         self._written = 0.0
         #: Called with (size, seconds) after each batch (e.g. for metrics).
@@ -260,20 +261,23 @@ class BatchStats:
 
     def flush(self) -> None:
         """Write the file now if anything changed (no-op without a folder)."""
-        if self._folder is None or not self._dirty:
+        if self._folder is None:
             return
-        with self._lock:
-            snapshot = {
-                "batches": self.batches,
-                "objects": self.objects,
-                "sizes": {str(size): count for size, count in sorted(self.sizes.items())},
-            }
-            self._dirty = False
-            self._written = time.monotonic()
-        path = os.path.join(self._folder, f"{os.getpid()}.json")
-        try:
-            with open(path + ".tmp", "w") as file:
-                json.dump(snapshot, file)
-            os.replace(path + ".tmp", path)
-        except OSError as exc:
-            logging.getLogger(__name__).warning("cannot write batch statistics: %s", exc)
+        with self._writing:  # one writer at a time; on return the file is up to date
+            if not self._dirty:
+                return
+            with self._lock:
+                snapshot = {
+                    "batches": self.batches,
+                    "objects": self.objects,
+                    "sizes": {str(size): count for size, count in sorted(self.sizes.items())},
+                }
+                self._dirty = False
+                self._written = time.monotonic()
+            path = os.path.join(self._folder, f"{os.getpid()}.json")
+            try:
+                with open(path + ".tmp", "w") as file:
+                    json.dump(snapshot, file)
+                os.replace(path + ".tmp", path)
+            except OSError as exc:
+                logging.getLogger(__name__).warning("cannot write batch statistics: %s", exc)
