@@ -209,7 +209,7 @@ def bad_inputs(tmp: Path, src: Path, port: int) -> list[tuple[list[str], str]]:
         ([UPPER, *s, "--report", str(tmp / "no" / "r.json")], "does not exist"),
         ([f"{SERVERS}:Crash", *s, "--server", "http"], "model file missing"),
         (
-            [f"{SERVERS}:Sleepy", *s, "--server", "http", "--init-timeout", "6"],
+            [f"{SERVERS}:Sleepy", *s, "--server", "http", "--init-timeout", "1"],
             "loading a very large model",
         ),
     ]
