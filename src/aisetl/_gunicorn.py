@@ -40,7 +40,14 @@ _PARSE_ERRORS = (ParseException, *_CHUNK_ERRORS)
 #: Parse errors whose status gunicorn does not keep on the exception.
 _STATUS = {LimitRequestLine: 414, LimitRequestHeaders: 431}
 #: The worker's method the subclass overrides, and the state it reads.
-GUNICORN_METHODS = ("handle_error", "handle_request", "handle_exit", "handle", "accept", "init_process")
+GUNICORN_METHODS = (
+    "handle_error",
+    "handle_request",
+    "handle_exit",
+    "handle",
+    "accept",
+    "init_process",
+)
 GUNICORN_ATTRIBUTES = ("log",)
 LOST = (
     "a request gunicorn cannot parse gets gunicorn's own HTML error page "
