@@ -222,7 +222,7 @@ def test_identical_errors_are_grouped_with_a_traceback_tail_and_logs_kept(tmp_pa
     assert groups[0]["traceback"].endswith("RuntimeError: exploded")
     kept = logs / "fragile.log"
     assert f"server logs: {kept}" in out
-    assert "transform of 'src/b1.txt' raised" in kept.read_text()
+    assert "hpush src/b1.txt failed (500)" in kept.read_text()
 
 
 def test_a_timeout_names_the_limit_it_hit_and_applies_to_ws(tmp_path: Path) -> None:

@@ -82,10 +82,12 @@ def group_errors(failures: Iterable[tuple[str, str, Sequence[str]]]) -> list[Err
 
 def traceback_for(log: str, path: str, lines: int = TRACEBACK_LINES) -> str:
     """The last ``lines`` lines of the traceback a server logged for object ``path``."""
-    marker = f"transform of {path!r} raised"
-    at = log.find(marker)
-    if at < 0:
+    # the servers log a failed object as "<comm> <path> failed (<status>): ..." (HTTP) or
+    # "ws task for '<path>' failed (<status>): ..." (ws), each followed by its traceback
+    found = re.search(rf"(?:^|\s)(?:{re.escape(path)}|{re.escape(repr(path))}) failed \(\d+\)", log)
+    if found is None:
         return ""
+    at = found.start()
     body: list[str] = []
     for line in log[at:].splitlines()[1:]:
         if _LOG_RECORD.match(line):
