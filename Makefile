@@ -83,7 +83,7 @@ demo: venv
 bench: $(VENV)/.bench-installed ref-venv
 	AISETL_REFERENCE_PYTHON=$(abspath $(REF_VENV))/bin/python $(BIN)/python -m benchmarks.run $(ARGS)
 
-# Not part of `make test` (about 10 minutes): hop faults x comm types, floods, slowloris,
+# Not part of `make test` (about 7 minutes): hop faults x comm types, floods, slowloris,
 # seeded fuzz, SIGTERM and a soak against every server under `aisetl serve`; ARGS="--docs"
 # writes docs/reliability.md, e.g. ARGS="--only fuzz,soak --servers flask --soak 20".
 reliability: venv

@@ -28,7 +28,7 @@ from aisetl import drain, gpus, pod
 from aisetl._hooks import missing, warn_missing
 from aisetl.head_deadline import HeadWatchdog, first_byte_waiting
 from aisetl.http11 import serialize
-from aisetl.probe_fastpath import answer_waiting_probe, defer_accept
+from aisetl.probe_fastpath import answer_waiting_probe
 from aisetl.reply import malformed_request_reply
 from aisetl.watch import in_flight
 from aisetl.workers import tune_interpreter
@@ -99,11 +99,6 @@ class ParseErrorWorker(ThreadWorker):  # type: ignore[misc]
         ).start()
 
     head_deadline: HeadWatchdog | None = None
-
-    def init_process(self) -> None:
-        for listener in self.sockets:  # gunicorn's own listening sockets
-            defer_accept(getattr(listener, "sock", listener))
-        super().init_process()
 
     def accept(self, listener: Any) -> None:
         super().accept(_ProbeAnsweringListener(listener))

@@ -11,7 +11,6 @@ yet, takes the ordinary path, which answers probes too.
 
 from __future__ import annotations
 
-import contextlib
 import socket
 
 from aisetl import drain
@@ -30,22 +29,6 @@ _REQUESTS = {
     f"HEAD {HEALTH_PATH} HTTP/1.1".encode(): _HEAD,
     f"HEAD {HEALTH_PATH} HTTP/1.0".encode(): _HEAD,
 }
-
-
-#: Seconds the kernel holds a new connection back from ``accept`` until its first bytes arrive.
-DEFER_ACCEPT = 1
-
-
-def defer_accept(listener: socket.socket) -> None:
-    """Hand new connections to ``accept`` only once their request has begun (Linux).
-
-    Then a probe is always there to be answered at accept time, and a connection that never
-    sends a byte takes no thread. (Where the option does not exist, nothing changes.)
-    """
-    option = getattr(socket, "TCP_DEFER_ACCEPT", None)
-    if option is not None:
-        with contextlib.suppress(OSError):
-            listener.setsockopt(socket.IPPROTO_TCP, option, DEFER_ACCEPT)
 
 
 def probe_answer(data: bytes) -> bytes | None:

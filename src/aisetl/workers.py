@@ -25,7 +25,6 @@ from collections.abc import Callable
 from types import FrameType
 
 from aisetl import gpus, pod
-from aisetl.probe_fastpath import defer_accept
 
 LISTEN_BACKLOG = 2048
 #: How often (seconds) a thread running Python must offer the interpreter lock to others. The
@@ -81,7 +80,6 @@ def bind_socket(host: str, port: int, backlog: int = LISTEN_BACKLOG) -> socket.s
         sock.close()
         raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
     sock.listen(backlog)
-    defer_accept(sock)
     sock.set_inheritable(True)
     return sock
 
