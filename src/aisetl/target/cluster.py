@@ -373,8 +373,7 @@ class AsyncCluster:
 
     async def close(self) -> None:
         """Stop all ETLs we started, every endpoint and connection; remove our temp root."""
-        for etl in list(self.etls.values()):
-            await self.stop(etl)
+        await asyncio.gather(*(self.stop(etl) for etl in list(self.etls.values())))
         for target in self.targets:
             await target.close()
         await self.client.close()
