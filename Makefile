@@ -57,8 +57,18 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
+# The tests start hundreds of server processes: each imports aisetl from the byte-code
+# compiled here once (an environment may forbid Python to write it, and then every process
+# compiles the sources again). Test files run on PYTEST_WORKERS processes (pytest-xdist), a
+# file's tests on one of them (they share its servers); most of their time is spent waiting
+# on sockets and child processes, so that is more processes than cores.
+PYTEST_WORKERS ?= 4
+PYTEST = -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
+BYTECOMPILE = -m compileall -q src tests examples >/dev/null
+
 pytest: venv ref-venv
-	AISETL_REFERENCE_PYTHON=$(abspath $(REF_VENV))/bin/python $(BIN)/python -m pytest -q
+	$(BIN)/python $(BYTECOMPILE)
+	AISETL_REFERENCE_PYTHON=$(abspath $(REF_VENV))/bin/python $(BIN)/python $(PYTEST)
 
 test: lint typecheck pytest
 
@@ -66,8 +76,9 @@ test: lint typecheck pytest
 # drop-in and the emulated target); without that Python it says so and uses $(PYTHON).
 test-oldest: ref-venv
 	PYTHON=$(PYTHON) bash scripts/oldest-venv.sh $(OLDEST_PYTHON) $(OLDEST_VENV) $(FLOORS) $(LOCK)
+	$(OLDEST_VENV)/bin/python $(BYTECOMPILE)
 	AISETL_REFERENCE_PYTHON=$(abspath $(REF_VENV))/bin/python \
-		$(OLDEST_VENV)/bin/python -m pytest -q -p no:cacheprovider $(OLDEST_TESTS)
+		$(OLDEST_VENV)/bin/python $(PYTEST) -p no:cacheprovider $(OLDEST_TESTS)
 	@cat $(OLDEST_VENV)/NOTICE 2>/dev/null || true
 
 # Re-resolve the three pinned files from pyproject.toml and requirements/*.in (needs PyPI).
