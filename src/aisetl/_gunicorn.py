@@ -22,13 +22,15 @@ from gunicorn.http.errors import (
     LimitRequestLine,
     ParseException,
 )
-from gunicorn.workers.gthread import ThreadWorker
+from gunicorn.http.parser import Parser
+from gunicorn.http.unreader import Unreader
+from gunicorn.workers.gthread import TConn, ThreadWorker
 
-from aisetl import drain, gpus, pod
+from aisetl import _gunicorn_heads, drain, gpus, pod
+from aisetl._gunicorn_heads import HeadReadingWorker
 from aisetl._hooks import missing, warn_missing
-from aisetl.head_deadline import HeadWatchdog, first_byte_waiting
+from aisetl.head_deadline import HeadWatchdog
 from aisetl.http11 import serialize
-from aisetl.probe_fastpath import answer_waiting_probe
 from aisetl.reply import malformed_request_reply
 from aisetl.watch import in_flight
 from aisetl.workers import tune_interpreter
@@ -45,10 +47,16 @@ GUNICORN_METHODS = (
     "handle_request",
     "handle_exit",
     "handle",
-    "accept",
     "init_process",
+    *_gunicorn_heads.METHODS,
 )
-GUNICORN_ATTRIBUTES = ("log",)
+GUNICORN_ATTRIBUTES = ("log", *_gunicorn_heads.ATTRIBUTES)
+#: What the head reader needs of a connection and of its parser.
+CONNECTION_PARTS = (
+    (TConn, ("init", "close"), ("parser", "sock", "client")),
+    (Parser, (), ("unreader",)),
+    (Unreader, ("unread",), ()),
+)
 LOST = (
     "a request gunicorn cannot parse gets gunicorn's own HTML error page "
     "instead of aisetl's plain-text error, and repeated headers reach the server joined by "
@@ -57,8 +65,6 @@ LOST = (
 
 
 _request = threading.local()
-#: How long a worker thread waits for a new connection's first byte before gunicorn's own wait.
-_FIRST_BYTE_WAIT = 5.0
 #: The option of :func:`run_gunicorn` that carries ``AISETL_HEADER_TIMEOUT`` to the workers
 #: (not a gunicorn setting: the workers are forked from the process that sets it).
 HEADER_TIMEOUT_OPTION = "aisetl_header_timeout"
@@ -79,7 +85,7 @@ def current_headers() -> list[tuple[str, str]] | None:
     return headers
 
 
-class ParseErrorWorker(ThreadWorker):  # type: ignore[misc]
+class ParseErrorWorker(HeadReadingWorker):
     """gunicorn's threaded worker; a request it cannot parse is answered in our error format.
 
     (gunicorn's own answer is an HTML page.) This covers a body with broken chunk framing too:
@@ -100,16 +106,21 @@ class ParseErrorWorker(ThreadWorker):  # type: ignore[misc]
 
     head_deadline: HeadWatchdog | None = None
 
-    def accept(self, listener: Any) -> None:
-        super().accept(_ProbeAnsweringListener(listener))
+    @property
+    def head_seconds(self) -> float:  # type: ignore[override]
+        """The header-read deadline (``AISETL_HEADER_TIMEOUT``), for the main loop's reader."""
+        return _header_timeout
 
     def handle(self, conn: Any) -> Any:
-        # The header-read deadline (gunicorn has none): from the request's first byte on.
+        # A head the main loop read whole needs no deadline; one it handed over incomplete
+        # (too large) or bytes read ahead behind the last request are watched here.
+        ready = getattr(conn, "aisetl_head_read", False)
+        conn.aisetl_head_read = False
         watchdog = self.head_deadline
         if watchdog is None:
             watchdog = self.head_deadline = HeadWatchdog(_header_timeout)
-        if not watchdog.seconds or not first_byte_waiting(conn.sock, _FIRST_BYTE_WAIT):
-            return super().handle(conn)  # idle: gunicorn parks it (keep-alive timeout)
+        if ready or not watchdog.seconds:
+            return super().handle(conn)
         _request.head = watchdog.arm(conn.sock)
         try:
             return super().handle(conn)
@@ -146,27 +157,13 @@ class ParseErrorWorker(ThreadWorker):  # type: ignore[misc]
             self.log.debug("could not answer a malformed request from %s", addr)
 
 
-class _ProbeAnsweringListener:
-    """A listening socket whose ``accept`` answers readiness probes that already arrived
-    (:mod:`aisetl.probe_fastpath`) and returns the next other connection."""
-
-    def __init__(self, listener: Any) -> None:
-        self._listener = listener
-
-    def accept(self) -> tuple[Any, Any]:
-        while True:  # ends with a connection, or EAGAIN (gunicorn's accept expects it)
-            sock, addr = self._listener.accept()
-            if not answer_waiting_probe(sock):
-                return sock, addr
-            sock.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._listener, name)
-
-
 def missing_hooks(base: type) -> list[str]:
-    """What of :data:`GUNICORN_METHODS` and :data:`GUNICORN_ATTRIBUTES` ``base`` lacks."""
-    return missing(base, GUNICORN_METHODS, GUNICORN_ATTRIBUTES)
+    """What of :data:`GUNICORN_METHODS` and :data:`GUNICORN_ATTRIBUTES` ``base`` lacks, and of
+    :data:`CONNECTION_PARTS` gunicorn's connection and parser."""
+    lacking = missing(base, GUNICORN_METHODS, GUNICORN_ATTRIBUTES)
+    for cls, methods, attributes in CONNECTION_PARTS:
+        lacking += missing(cls, methods, attributes)
+    return lacking
 
 
 #: The worker class named in gunicorn's options (checked once, at import).

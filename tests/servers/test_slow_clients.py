@@ -22,11 +22,12 @@ SLOW = 8  # more slow clients than the server has threads
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatedTarget]:
     with EmulatedTarget(tmp_path_factory.mktemp("slow")) as tgt:
         for framework in FRAMEWORKS:
-            tgt.launch(
-                f"slow-{framework}",
-                [*serve_argv("tests.transformers:Upper", framework), "--threads", "4"],
-                env={**TEST_ENV, "AISETL_HEADER_TIMEOUT": "1"}, cwd=str(REPO), init_timeout=60,
-            )  # fmt: skip
+            for name, seconds in ((f"slow-{framework}", "1"), (f"patient-{framework}", "60")):
+                tgt.launch(
+                    name, [*serve_argv("tests.transformers:Upper", framework), "--threads", "4"],
+                    env={**TEST_ENV, "AISETL_HEADER_TIMEOUT": seconds}, cwd=str(REPO),
+                    init_timeout=60,
+                )  # fmt: skip
         tgt.bucket("b").put("o", b"still served")
         yield tgt
 
@@ -94,3 +95,26 @@ def test_an_idle_keep_alive_connection_is_not_cut_by_the_head_deadline(
                 answer += chunk
             assert answer.startswith(b"HTTP/1.1 200"), answer
             time.sleep(1.5)  # idle longer than the head deadline: kept by the keep-alive
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_heads_still_arriving_hold_no_thread(target: EmulatedTarget, framework: str) -> None:
+    """More slow heads than threads, none near its deadline: objects and probes still pass."""
+    etl = target.cluster.etl(f"patient-{framework}")
+    server = etl.server()
+    slow = [socket.create_connection((server.host, server.port), timeout=5) for _ in range(SLOW)]
+    try:
+        for sock in slow:
+            sock.sendall(b"PUT /b/o HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        time.sleep(0.3)
+        for sock in slow:
+            sock.send(b"a")  # each head has begun and goes on
+        served = [target.hpush(etl, "b", "o", fqn=False) for _ in range(4)]
+        assert [result.content for result in served] == [b"STILL SERVED"] * 4, served
+        assert health_ok(etl)
+        readable, _, _ = select.select(slow, [], [], 0)
+        assert readable == [], "a slow head was answered or closed long before its deadline"
+    finally:
+        for sock in slow:
+            sock.close()
+    assert health_ok(etl)
