@@ -15,6 +15,7 @@ from aisetl import spec as specs
 from aisetl.cli.new import etl_name_for
 from aisetl.loader import LoadError, bind_framework, framework_of, load_server_class
 from aisetl.target import ETL, Cluster, ServerStartError
+from aisetl.target.process import with_log_tail
 from aisetl.testing import server_argv
 
 SPEC_FILE = "etl_spec.yaml"
@@ -168,10 +169,7 @@ def launch(
         except ServerStartError as exc:
             log = "\n".join(exc.log.strip().splitlines()[-15:])
             message = re.sub(r"^server \[.*?\] ", "the server ", str(exc).split("\n", 1)[0])
-            raise StageError(
-                f"{stage.server}: {message}"
-                + (f"\n--- server log (tail) ---\n{log}" if log else "")
-            ) from None
+            raise StageError(with_log_tail(f"{stage.server}: {message}", log)) from None
         except Exception as exc:
             raise StageError(f"{stage.server}: cannot start: {exc}") from None
         etls.append(etl)

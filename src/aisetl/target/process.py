@@ -22,11 +22,18 @@ DEFAULT_INIT_TIMEOUT = 45.0
 LOG_TAIL = 8192
 
 
+def with_log_tail(message: str, log: str) -> str:
+    """``message`` followed by the server's log tail, or by a line saying it is empty."""
+    if not log.strip():
+        return f"{message}\n--- server log: empty (the server printed nothing yet) ---"
+    return f"{message}\n--- server log (tail) ---\n{log}"
+
+
 class ServerStartError(RuntimeError):
     """A server exited or never became healthy; ``log`` holds what it printed."""
 
     def __init__(self, message: str, log: str = "") -> None:
-        super().__init__(f"{message}\n--- server log (tail) ---\n{log}" if log else message)
+        super().__init__(with_log_tail(message, log))
         self.log = log
 
 
