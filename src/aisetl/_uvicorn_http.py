@@ -10,8 +10,9 @@ is uvicorn's own protocol and a :class:`~aisetl._hooks.DependencyWarning` says s
 
 For a body the handler wants whole (its size known and admitted), uvicorn would copy every
 64 KiB piece twice (into its buffer, then out of it), pause and resume reading each time, and
-wake the handler per piece: :func:`receive_whole` instead keeps the pieces the parser gives as
-they are and wakes the handler once, when the body is complete; the caller joins them once.
+wake the handler per piece: :func:`receive_whole` instead writes the pieces the parser gives
+straight into one buffer of the body's size (:mod:`aisetl.sized_body`) and wakes the handler
+once, when the body is complete.
 
 A reply's status line and headers wait for its first body bytes and go out with them in one
 write (uvicorn writes them apart: two system calls per small reply instead of one).
@@ -24,12 +25,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httptools
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from aisetl._hooks import missing, warn_missing
 from aisetl.http11 import serialize
 from aisetl.protocol import decode_path
 from aisetl.reply import malformed_request_reply
+from aisetl.sized_body import SizedBody
 from aisetl.sources import ClientGone
 
 #: The method uvicorn calls for a request it cannot parse, which the subclass overrides.
@@ -61,22 +64,24 @@ class ParseErrorProtocol(HttpToolsProtocol):
             self.cycle.aisetl_ours = True  # type: ignore[attr-defined]
 
     def on_body(self, body: bytes) -> None:
-        pieces: list[bytes] | None = getattr(self.cycle, "aisetl_pieces", None)
-        if pieces is None or self.cycle.response_complete:
+        whole: SizedBody | None = getattr(self.cycle, "aisetl_whole", None)
+        if whole is None or self.cycle.response_complete:
             super().on_body(body)
             return
-        pieces.append(body)  # no copy, no pause: the handler admitted this size
+        whole.add(body)  # one copy into place, no pause: the handler admitted this size
 
 
-async def receive_whole(receive: Callable[[], Awaitable[Any]]) -> list[bytes] | None:
-    """The rest of the request body as the parser's pieces, or ``None`` when ``receive`` is not
+async def receive_whole(receive: Callable[[], Awaitable[Any]], length: int) -> bytes | None:
+    """The rest of a request body of ``length`` bytes, or ``None`` when ``receive`` is not
     our protocol's (then read it message by message)."""
     cycle = getattr(receive, "__self__", None)
     if not isinstance(cycle, RequestResponseCycle) or not getattr(cycle, "aisetl_ours", False):
         return None
-    pieces: list[bytes] = [bytes(cycle.body)] if cycle.body else []
+    whole = SizedBody(length)
+    if cycle.body:
+        whole.add(cycle.body)
     cycle.body = bytearray()
-    cycle.aisetl_pieces = pieces  # type: ignore[attr-defined]
+    cycle.aisetl_whole = whole  # type: ignore[attr-defined]
     if cycle.waiting_for_100_continue and not cycle.transport.is_closing():
         cycle.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         cycle.waiting_for_100_continue = False
@@ -84,9 +89,10 @@ async def receive_whole(receive: Callable[[], Awaitable[Any]]) -> list[bytes] | 
     while cycle.more_body and not cycle.disconnected and not cycle.response_complete:
         await cycle.message_event.wait()
         cycle.message_event.clear()
+    cycle.aisetl_whole = None  # type: ignore[attr-defined]
     if cycle.disconnected:
         raise ClientGone("client disconnected before the body was complete")
-    return pieces
+    return whole.value()
 
 
 class _Cycle(RequestResponseCycle):
@@ -95,6 +101,15 @@ class _Cycle(RequestResponseCycle):
     aisetl_held: bytes | None = None
 
     async def send(self, message: Any) -> None:
+        await self._send(message)
+        # The last body bytes may still wait in the transport's buffer: return once it is
+        # drained, so the memory the reply holds stays reserved until it is on the wire
+        # (AISETL_MAX_INFLIGHT_BYTES), and a slow reader holds back this object only.
+        last = message["type"] == "http.response.body" and not message.get("more_body", False)
+        if last and self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()
+
+    async def _send(self, message: Any) -> None:
         if message["type"] == "http.response.start" and not self.response_started:
             real = self.transport
             hold = _Hold(real)
@@ -183,8 +198,10 @@ CYCLE_ATTRIBUTES = (
 #: Whether whole bodies skip uvicorn's copies (checked once, at import).
 _CYCLE_HOOKS_OK = not warn_missing(
     "uvicorn",
-    missing(RequestResponseCycle, CYCLE_METHODS, CYCLE_ATTRIBUTES),
-    "request bodies are copied by uvicorn as usual, and reply heads are written apart",
+    missing(RequestResponseCycle, CYCLE_METHODS, CYCLE_ATTRIBUTES)
+    + missing(FlowControl, ("drain",), ("write_paused",)),
+    "request bodies are copied by uvicorn as usual, reply heads are written apart, and a "
+    "reply's memory is released before it is sent",
 )
 
 #: The protocol class to give uvicorn as ``http=``.

@@ -15,7 +15,8 @@ from typing import Any
 from aisetl._uvicorn_http import receive_whole
 from aisetl.handoff import Handoff
 from aisetl.reply import Reply
-from aisetl.sources import BodyDoesNotFit, BodyTooLarge, ClientGone, Failure
+from aisetl.sized_body import SizedBody
+from aisetl.sources import BodyTooLarge, ClientGone, Failure
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -29,14 +30,13 @@ async def read_body(receive: Receive, limit: int, length: int | None = None) -> 
     ``getvalue`` hands it over without a copy); otherwise it grows as chunks come.
     """
     if length is not None and (not limit or length <= limit):
-        pieces = await receive_whole(receive)
-        if pieces is not None:  # our uvicorn protocol: the parser's pieces, joined once
-            body = b"".join(pieces)
+        body = await receive_whole(receive, length)
+        if body is not None:  # our uvicorn protocol: the whole body, in one buffer
             if limit and len(body) > limit:
                 raise BodyTooLarge(limit)
             return body
     first = b""
-    buffer: io.BytesIO | None = None
+    buffer: SizedBody | None = None
     size = 0
     while True:
         message = await receive()
@@ -48,28 +48,17 @@ async def read_body(receive: Receive, limit: int, length: int | None = None) -> 
             if limit and size > limit:
                 raise BodyTooLarge(limit)
             if buffer is not None:
-                buffer.write(chunk)
+                buffer.add(chunk)
             elif first:
                 sized = length is not None and length >= size
-                buffer = _sized_buffer(length or 0) if sized else io.BytesIO()
-                buffer.write(first)
-                buffer.write(chunk)
+                buffer = SizedBody(length if sized and length else 0)
+                buffer.add(first)
+                buffer.add(chunk)
             else:
                 first = chunk
         if not message.get("more_body", False):
             break
-    if buffer is None:
-        return first
-    if buffer.seek(0, io.SEEK_END) != size:  # fewer bytes than announced
-        buffer.truncate(size)
-    return buffer.getvalue()
-
-
-def _sized_buffer(length: int) -> io.BytesIO:
-    try:
-        return io.BytesIO(bytes(length))
-    except (MemoryError, OverflowError):
-        raise BodyDoesNotFit(length) from None
+    return first if buffer is None else buffer.value()
 
 
 async def _next(receive: Receive) -> Message:
