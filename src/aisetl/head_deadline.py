@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
-import select
 import socket
 import threading
 import time
@@ -101,12 +100,3 @@ class HeadWatchdog:
             sock.send(self._answer, socket.MSG_DONTWAIT)
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)  # the reading thread sees the end of the stream
-
-
-def first_byte_waiting(sock: socket.socket, timeout: float) -> bool:
-    """Wait up to ``timeout`` for ``sock`` to be readable (a request began, or EOF)."""
-    try:
-        readable, _, _ = select.select([sock], [], [], timeout)
-    except (OSError, ValueError):
-        return True  # let the server's own read find out what is wrong
-    return bool(readable)

@@ -6,7 +6,9 @@ behind all the others: for a thread to start (standard library), for a pool thre
 (gunicorn), for its turn on the event loop (uvicorn). Here the thread or callback that accepts
 a connection looks at what already arrived on it (without waiting): a complete probe and
 nothing else is answered right there, with ``Connection: close``. Anything else, or nothing
-yet, takes the ordinary path, which answers probes too.
+yet, takes the ordinary path, which answers probes too. (gunicorn's worker reads every
+request head on its main loop, :mod:`aisetl._gunicorn_heads`, and asks
+:func:`probe_answer` there once a head is complete.)
 """
 
 from __future__ import annotations
