@@ -247,3 +247,26 @@ def test_direct_put_and_pipelines_work_per_object(target: EmulatedTarget, framew
         assert ran_with(result)[0] == 1
         assert first.rsplit(b"\n", 1)[0] == upper(data[name])
         assert seen_second
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_batch_past_the_deadline_answers_504_and_the_server_goes_on(
+    target: EmulatedTarget, framework: str
+) -> None:
+    """AISETL_OBJ_TIMEOUT bounds a batched object as it bounds any other: 504. Python cannot
+    stop the batch, which keeps the model until it ends (one batch at a time), so objects
+    sent meanwhile may time out too; once it ends, objects are served again."""
+    etl = batching(target, framework, 4, "0.005", AISETL_OBJ_TIMEOUT="1")
+    data = put(target, [f"{framework}/late/slow", f"{framework}/late/next"])
+    slow = target.hpush(etl, "b", f"{framework}/late/slow", etl_args="sleep=3")
+    assert slow.error is not None and slow.error.ecode == 504, slow
+    assert "Deadline of 1 s (AISETL_OBJ_TIMEOUT)" in slow.error.msg, slow.error.msg
+    for _ in range(20):  # bounded: the batch ends 2 s after that answer
+        after = target.hpush(etl, "b", f"{framework}/late/next")
+        if after.error is None:
+            break
+        assert after.error.ecode == 504 and "AISETL_OBJ_TIMEOUT" in after.error.msg, after
+    assert after.error is None, after
+    assert after.content is not None
+    assert after.content.rsplit(b"\n", 1)[0] == upper(data[f"{framework}/late/next"])
+    assert health_ok(etl)
