@@ -24,7 +24,8 @@ from gunicorn.http.errors import (
 )
 from gunicorn.http.parser import Parser
 from gunicorn.http.unreader import Unreader
-from gunicorn.workers.gthread import TConn, ThreadWorker
+from gunicorn.workers import gthread
+from gunicorn.workers.gthread import ThreadWorker
 
 from aisetl import _gunicorn_heads, drain, gpus, pod
 from aisetl._gunicorn_heads import HeadReadingWorker
@@ -47,13 +48,12 @@ GUNICORN_METHODS = (
     "handle_request",
     "handle_exit",
     "handle",
-    "init_process",
     *_gunicorn_heads.METHODS,
 )
 GUNICORN_ATTRIBUTES = ("log", *_gunicorn_heads.ATTRIBUTES)
 #: What the head reader needs of a connection and of its parser.
 CONNECTION_PARTS = (
-    (TConn, ("init", "close"), ("parser", "sock", "client")),
+    (getattr(gthread, "TConn", None), ("init", "close"), ("parser", "sock", "client")),
     (Parser, (), ("unreader",)),
     (Unreader, ("unread",), ()),
 )
@@ -162,7 +162,7 @@ def missing_hooks(base: type) -> list[str]:
     :data:`CONNECTION_PARTS` gunicorn's connection and parser."""
     lacking = missing(base, GUNICORN_METHODS, GUNICORN_ATTRIBUTES)
     for cls, methods, attributes in CONNECTION_PARTS:
-        lacking += missing(cls, methods, attributes)
+        lacking += ["gthread.TConn"] if cls is None else missing(cls, methods, attributes)
     return lacking
 
 

@@ -26,7 +26,8 @@ import time
 from functools import partial
 from typing import Any
 
-from gunicorn.workers.gthread import TConn, ThreadWorker
+from gunicorn.workers import gthread
+from gunicorn.workers.gthread import ThreadWorker
 
 from aisetl.head_deadline import head_timeout_reply
 from aisetl.http11 import serialize
@@ -72,7 +73,7 @@ class HeadReadingWorker(ThreadWorker):  # type: ignore[misc]
                 raise
             return
         self.nr_conns += 1
-        conn = TConn(self.cfg, sock, addr, listener.getsockname())  # non-blocking
+        conn = gthread.TConn(self.cfg, sock, addr, listener.getsockname())  # non-blocking
         self._await_head(conn)
 
     def on_client_socket_readable(self, conn: Any, client: Any) -> None:
