@@ -38,6 +38,11 @@ METHODS = ("accept", "on_client_socket_readable", "murder_keepalived", "enqueue_
 ATTRIBUTES = ("poller", "nr_conns", "keepalived_conns", "alive", "cfg")
 #: A head this large without its end goes to a pool thread as it is.
 HEAD_LIMIT = 64 * 1024
+#: Seconds between two looks for heads past their deadline.
+SCAN_INTERVAL = 0.1
+#: Once the worker stops, how long a connection that has sent nothing yet is still waited for
+#: (one accepted just before may carry a request, a readiness probe say).
+STOP_LINGER = 2.0
 _END = b"\r\n\r\n"
 _READ = 64 * 1024
 _IGNORED_ACCEPT_ERRORS = (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK)
@@ -63,6 +68,8 @@ class HeadReadingWorker(ThreadWorker):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._heads: dict[Any, _Head] = {}  # connections whose head is being read
+        self._next_scan = 0.0
+        self._stopping = False
 
     def accept(self, listener: Any) -> None:
         """Accept a connection; its head is read here before a thread takes it."""
@@ -120,15 +127,22 @@ class HeadReadingWorker(ThreadWorker):  # type: ignore[misc]
 
     def murder_keepalived(self, force: bool = False) -> None:
         """gunicorn's keep-alive expiry, then heads past their deadline (408) or idle too
-        long (closed); every waiting connection when forced or stopping without a head."""
+        long (closed); every waiting connection when forced."""
         super().murder_keepalived(force)
         now = time.monotonic()
+        if now < self._next_scan and not force:  # the loop turns often; deadlines are coarse
+            return
+        self._next_scan = now + SCAN_INTERVAL
+        if not self.alive and not self._stopping:  # stopping: the idle get a moment to speak
+            self._stopping = True
+            for head in self._heads.values():
+                head.idle_until = min(head.idle_until, now + STOP_LINGER)
         for conn, head in list(self._heads.items()):
             if head.data and self.head_seconds and now >= head.deadline:
                 with contextlib.suppress(OSError):
                     conn.sock.send(serialize(head_timeout_reply(self.head_seconds)))
                 self.log.info("request head from %s not complete in time: 408", conn.client)
-            elif not (force or (not self.alive and not head.data) or now >= head.idle_until):
+            elif not (force or now >= head.idle_until):
                 continue
             self._forget(conn)
             self._close(conn)

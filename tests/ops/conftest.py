@@ -34,7 +34,10 @@ def settled(etl: ETL | str, timeout: float = 10.0) -> Samples:
     while True:
         samples = scrape(etl)
         if value(samples, "aisetl_objects_in_flight") == 0:
-            return samples
+            # A scrape reads the workers' counter files, then their gauge files: this one
+            # may have read a counter before the last object's count. Every count is written
+            # before its object leaves the gauge, so a scrape begun now reads them all.
+            return scrape(etl)
         if time.monotonic() > deadline:
             raise AssertionError(f"objects still in flight after {timeout} s")
         time.sleep(0.02)

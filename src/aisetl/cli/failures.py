@@ -77,6 +77,8 @@ def group_errors(failures: Iterable[tuple[str, str, Sequence[str]]]) -> list[Err
     for obj, message, names in failures:
         key = error_key(message, names)
         groups.setdefault(key, ErrorGroup(key, message)).objects.append(obj)
+    for group in groups.values():  # in name order, whichever failed first
+        group.objects.sort()
     return sorted(groups.values(), key=lambda g: -g.count)
 
 
