@@ -15,6 +15,8 @@ thread within milliseconds, not after a first slow round.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -35,16 +37,38 @@ PROBE_WAITING_SHARE = 0.1
 Clock = Callable[[], float]
 
 
-def _schedstat(path: str) -> float:
-    """Seconds a thread ran plus seconds it was runnable but waited for a CPU (Linux)."""
-    with open(path, "rb") as file:
-        running, waiting = file.read().split()[:2]
+def _schedstat(fd: int) -> float:
+    """Seconds a thread ran plus seconds it was runnable but waited for a CPU (Linux), from
+    its open ``schedstat`` file."""
+    running, waiting = os.pread(fd, 128, 0).split()[:2]
     return (int(running) + int(waiting)) / 1e9
+
+
+class _SchedstatFile:
+    """The calling thread's ``schedstat``, opened once per thread (a read is then one system
+    call, not three) and closed when the thread ends."""
+
+    def __init__(self) -> None:
+        self.fd = os.open(f"/proc/self/task/{threading.get_native_id()}/schedstat", os.O_RDONLY)
+
+    def __del__(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+_thread_schedstat = threading.local()
+
+
+def _own_schedstat() -> int:
+    file: _SchedstatFile | None = getattr(_thread_schedstat, "file", None)
+    if file is None:
+        file = _thread_schedstat.file = _SchedstatFile()
+    return file.fd
 
 
 def _has_schedstat() -> bool:
     try:
-        _schedstat("/proc/thread-self/schedstat")
+        _schedstat(_own_schedstat())
     except (OSError, ValueError):
         return False
     return True
@@ -54,10 +78,11 @@ _SCHEDSTAT = _has_schedstat()
 
 
 def demand_clock() -> Clock:
-    """A clock of the CPU the calling thread has wanted, readable from any thread."""
+    """A clock of the CPU the calling thread has wanted, readable from any thread (while the
+    calling thread lives)."""
     if _SCHEDSTAT:
-        path = f"/proc/self/task/{threading.get_native_id()}/schedstat"
-        return lambda: _schedstat(path)
+        fd = _own_schedstat()
+        return lambda: _schedstat(fd)
     try:
         clock = time.pthread_getcpuclockid(threading.get_ident())
     except (AttributeError, OSError):  # pragma: no cover - neither Linux nor macOS
@@ -139,8 +164,10 @@ class TransformLimiter:
         if self._cpu_share <= CPU_BOUND_SHARE or not self._calls:
             return
         now = time.perf_counter()
+        shortest = min(now - call.wall_start for call in self._calls)
+        if shortest < PROBE_MIN_WALL:  # (decided before any clock is read: quick calls are
+            return  # the common case, and each read costs a system call)
         demand = 0.0
-        shortest = float("inf")
         for call in self._calls:
             if not call.probe_ok:
                 return
@@ -148,9 +175,6 @@ class TransformLimiter:
                 demand += call.demand()
             except (OSError, ValueError):  # the thread ended just now
                 return
-            shortest = min(shortest, now - call.wall_start)
-        if shortest < PROBE_MIN_WALL:
-            return
         # CPU-bound calls hold the interpreter lock in turn: together they want about one CPU
         # for the time the shortest of them ran; calls that wait want next to none.
         if demand / shortest <= PROBE_WAITING_SHARE:
