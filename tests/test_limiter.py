@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
-from aisetl.limiter import CPU_BOUND_SLOTS, TransformLimiter
+import pytest
+
+from aisetl.limiter import _SCHEDSTAT, CPU_BOUND_SLOTS, TransformLimiter, demand_clock
 
 
 def _run(limiter: TransformLimiter, work: object, threads: int = 8, rounds: int = 3) -> int:
@@ -75,3 +78,27 @@ def test_long_cpu_bound_calls_keep_few_slots_while_others_wait() -> None:
     limiter = TransformLimiter(fixed=None, ceiling=64)
     assert _run(limiter, spin, threads=6, rounds=1) <= CPU_BOUND_SLOTS
     assert limiter.limit == CPU_BOUND_SLOTS
+
+
+@pytest.mark.skipif(not _SCHEDSTAT or not hasattr(os, "fork"), reason="Linux schedstat only")
+def test_the_demand_clock_reads_its_own_thread_after_a_fork() -> None:
+    demand_clock()  # this thread's schedstat file is open now
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its main thread is another thread than the parent's
+        ok = False
+        try:
+            clock = demand_clock()
+            start = clock()
+            spin_until = time.perf_counter() + 0.2
+            while time.perf_counter() < spin_until:
+                pass
+            ok = clock() - start > 0.1
+        finally:
+            os.write(writer, b"1" if ok else b"0")
+            os._exit(0)
+    os.close(writer)
+    answer = os.read(reader, 1)
+    os.waitpid(pid, 0)
+    os.close(reader)
+    assert answer == b"1", "the child's clock did not see its own 0.2 s of CPU"

@@ -49,6 +49,7 @@ class _SchedstatFile:
     call, not three) and closed when the thread ends."""
 
     def __init__(self) -> None:
+        self.pid = os.getpid()  # a forked child's main thread is another thread
         self.fd = os.open(f"/proc/self/task/{threading.get_native_id()}/schedstat", os.O_RDONLY)
 
     def __del__(self) -> None:
@@ -61,7 +62,7 @@ _thread_schedstat = threading.local()
 
 def _own_schedstat() -> int:
     file: _SchedstatFile | None = getattr(_thread_schedstat, "file", None)
-    if file is None:
+    if file is None or file.pid != os.getpid():
         file = _thread_schedstat.file = _SchedstatFile()
     return file.fd
 
