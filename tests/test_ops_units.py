@@ -190,6 +190,18 @@ def test_the_secret_is_found_and_hidden() -> None:
     )
 
 
+def test_an_error_message_keeps_its_words_around_a_hidden_secret() -> None:
+    from aisetl.outbound import describe_error, redact_url
+
+    assert redact_url("http://t:1/v1/etl/_object/n/zzzzzzzz/b/o?x=1") == (
+        "http://t:1/v1/etl/_object/n/***/b/o?x=1"
+    )
+    error = ConnectionRefusedError("PUT http://t/v1/etl/_object/n/zzzzzzzz failed: refused")
+    assert describe_error(error) == (
+        "ConnectionRefusedError: PUT http://t/v1/etl/_object/n/*** failed: refused"
+    )
+
+
 def record(message: str, **extra: object) -> logging.LogRecord:
     entry = logging.LogRecord("etl", logging.WARNING, __file__, 1, message, None, None)
     for key, value in extra.items():

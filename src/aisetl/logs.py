@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 import threading
 from datetime import datetime, timezone
@@ -20,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from aisetl.config import LOG_JSON, Settings
+from aisetl.outbound import redact_url
 from aisetl.protocol import ETL_OBJECT_PATH
 
 TEXT_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
@@ -45,10 +45,6 @@ def target_secret(target_url: str) -> str | None:
     return secret if len(secret) >= _MIN_SECRET else None
 
 
-#: An ETL secret in a URL inside free text (it ends where the URL ends).
-_SECRET_IN_TEXT = re.compile(r"(/v1/etl/_object/[^/?#\s\"'<>]+/)[^/?#\s\"'<>&]+")
-
-
 class Redactor:
     """Hides ETL secrets: in any ``/v1/etl/_object/<name>/<secret>`` URL, and this pod's own."""
 
@@ -56,7 +52,7 @@ class Redactor:
         self._secret = secret
 
     def __call__(self, text: str) -> str:
-        text = _SECRET_IN_TEXT.sub(r"\1***", text)
+        text = redact_url(text)
         if self._secret and self._secret in text:
             text = text.replace(self._secret, "***")
         return text

@@ -31,12 +31,14 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
 )
 
-_SECRET_IN_URL = re.compile(r"(/v1/etl/_object/[^/?#]+/)[^/?#]+")
+#: An ETL secret in a URL, alone or inside free text (it ends where the URL ends).
+_SECRET_IN_URL = re.compile(r"(/v1/etl/_object/[^/?#\s\"'<>]+/)[^/?#\s\"'<>&]+")
 
 
-def redact_url(url: str) -> str:
-    """Hide the ETL secret carried in ``AIS_TARGET_URL``-based URLs (it is a credential)."""
-    return _SECRET_IN_URL.sub(r"\1***", url)
+def redact_url(text: str) -> str:
+    """Hide the ETL secret carried in ``AIS_TARGET_URL``-based URLs (it is a credential), in a
+    URL or in a message that quotes one."""
+    return _SECRET_IN_URL.sub(r"\1***", text)
 
 
 def describe_error(exc: BaseException) -> str:
