@@ -208,8 +208,8 @@ def bad_inputs(tmp: Path, src: Path, port: int) -> list[tuple[list[str], str]]:
         ([UPPER, *s, "--spec", str(tmp / "none.yaml")], "cannot read"),
         ([UPPER, *s, "--report", str(tmp / "no" / "r.json")], "does not exist"),
         ([f"{SERVERS}:Crash", *s, "--server", "http"], "model file missing"),
-        (
-            [f"{SERVERS}:Sleepy", *s, "--server", "http", "--init-timeout", "1"],
+        (  # long enough for the server to print before it sleeps, on a loaded machine too
+            [f"{SERVERS}:Sleepy", *s, "--server", "http", "--init-timeout", "8"],
             "loading a very large model",
         ),
     ]
