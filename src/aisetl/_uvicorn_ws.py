@@ -59,6 +59,7 @@ def frame_protocol_or_none() -> type[Any] | None:
     try:
         from uvicorn.protocols.utils import ClientDisconnected
         from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+        from websockets.exceptions import InvalidState
         from websockets.server import ServerProtocol
     except ImportError as exc:
         warn_missing("uvicorn", [f"{exc.name or exc} (the sans-I/O WebSocket protocol)"], LOST)
@@ -67,7 +68,7 @@ def frame_protocol_or_none() -> type[Any] | None:
         return None
     if warn_missing("websockets", missing(ServerProtocol, WEBSOCKETS_METHODS), LOST):
         return None
-    return build(WebSocketsSansIOProtocol, ClientDisconnected)
+    return build(WebSocketsSansIOProtocol, ClientDisconnected, InvalidState)
 
 
 def missing_hooks(base: type) -> list[str]:
@@ -75,8 +76,14 @@ def missing_hooks(base: type) -> list[str]:
     return missing(base, UVICORN_METHODS, UVICORN_ATTRIBUTES, not_from=asyncio.Protocol)
 
 
-def build(base: type[Any], client_disconnected: type[Exception]) -> type[Any]:
-    """Subclass uvicorn's sans-I/O protocol ``base`` with the ``aisetl.ws.frames`` extension."""
+def build(
+    base: type[Any], client_disconnected: type[Exception], invalid_state: type[Exception]
+) -> type[Any]:
+    """Subclass uvicorn's sans-I/O protocol ``base`` with the ``aisetl.ws.frames`` extension.
+
+    A frame written once the peer has begun closing (websockets raises ``invalid_state``) is a
+    client gone (``client_disconnected``), as in uvicorn's own ``send``.
+    """
 
     class FrameProtocol(base):  # type: ignore[misc]
         """uvicorn's sans-I/O WebSocket protocol with the ``aisetl.ws.frames`` extension."""
@@ -141,10 +148,13 @@ def build(base: type[Any], client_disconnected: type[Exception]) -> type[Any]:
                 raise client_disconnected()
             data = message.get("bytes") or b""
             fin = not message[MORE]
-            if self.aisetl_sending:
-                self.conn.send_continuation(data, fin=fin)
-            else:
-                self.conn.send_binary(data, fin=fin)
+            try:
+                if self.aisetl_sending:
+                    self.conn.send_continuation(data, fin=fin)
+                else:
+                    self.conn.send_binary(data, fin=fin)
+            except invalid_state:
+                raise client_disconnected() from None
             self.aisetl_sending = not fin
             self.transport.writelines(self.conn.data_to_send())
 
@@ -164,12 +174,15 @@ def build(base: type[Any], client_disconnected: type[Exception]) -> type[Any]:
                 or not self.writable.is_set()
             ):
                 return False
-            if data is not None:
-                self.conn.send_binary(data)
-            elif text is not None:
-                self.conn.send_text(text.encode())
-            else:
+            if data is None and text is None:
                 return False
+            try:
+                if data is not None:
+                    self.conn.send_binary(data)
+                else:
+                    self.conn.send_text(text.encode())
+            except invalid_state:
+                raise client_disconnected() from None
             held = self.aisetl_held
             if held is None:
                 held = self.aisetl_held = []
