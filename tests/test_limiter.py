@@ -8,7 +8,13 @@ import time
 
 import pytest
 
-from aisetl.limiter import _SCHEDSTAT, CPU_BOUND_SLOTS, TransformLimiter, demand_clock
+from aisetl.limiter import (
+    _SCHEDSTAT,
+    CPU_BOUND_SLOTS,
+    QUICK_STREAK,
+    TransformLimiter,
+    demand_clock,
+)
 
 
 def _run(limiter: TransformLimiter, work: object, threads: int = 8, rounds: int = 3) -> int:
@@ -78,6 +84,36 @@ def test_long_cpu_bound_calls_keep_few_slots_while_others_wait() -> None:
     limiter = TransformLimiter(fixed=None, ceiling=64)
     assert _run(limiter, spin, threads=6, rounds=1) <= CPU_BOUND_SLOTS
     assert limiter.limit == CPU_BOUND_SLOTS
+
+
+def _quick_spin() -> None:
+    deadline = time.thread_time() + 0.0002
+    while time.thread_time() < deadline:
+        pass
+
+
+def test_after_quick_calls_long_cpu_bound_ones_still_get_few_slots() -> None:
+    """Quick calls are timed by a cheaper clock; the slots stay what they were."""
+    limiter = TransformLimiter(fixed=None, ceiling=64)
+    _run(limiter, _quick_spin, threads=4, rounds=QUICK_STREAK)
+    assert limiter.limit == CPU_BOUND_SLOTS
+
+    def spin() -> None:
+        deadline = time.thread_time() + 0.1
+        while time.thread_time() < deadline:
+            pass
+
+    assert _run(limiter, spin, threads=6, rounds=1) <= CPU_BOUND_SLOTS
+    assert limiter.limit == CPU_BOUND_SLOTS
+
+
+def test_after_quick_calls_waiting_ones_get_every_thread_at_once() -> None:
+    """The cheaper clock of quick calls can still be read by a waiting call's probe."""
+    limiter = TransformLimiter(fixed=None, ceiling=64)
+    _run(limiter, _quick_spin, threads=4, rounds=QUICK_STREAK)
+    assert limiter.limit == CPU_BOUND_SLOTS
+    assert _run(limiter, lambda: time.sleep(0.3), threads=16, rounds=1) == 16
+    assert limiter.limit == 64
 
 
 @pytest.mark.skipif(not _SCHEDSTAT or not hasattr(os, "fork"), reason="Linux schedstat only")

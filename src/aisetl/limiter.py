@@ -11,6 +11,12 @@ ran plus the time it waited for a CPU, so a machine busy with other work does no
 CPU-bound call look idle) compared with its wall time: from calls that finished, and, while
 objects queue for a slot, from the calls still running, so a transform that waits gets every
 thread within milliseconds, not after a first slow round.
+
+Reading another thread's ``schedstat`` is a system call that gives up the interpreter lock,
+and getting it back behind busy threads costs more than a quick transform. So while calls
+keep wanting no more than :data:`QUICK_CALL` of CPU, a call is timed by its thread's CPU
+clock instead (no file read, the lock kept; for so short a call the time it waited for a CPU
+says little), and ``schedstat`` is read again once a call wants more.
 """
 
 from __future__ import annotations
@@ -33,6 +39,11 @@ PROBE_INTERVAL = 0.01
 PROBE_MIN_WALL = 0.02
 #: below this share of a CPU wanted, all together, they are waiting for something.
 PROBE_WAITING_SHARE = 0.1
+#: Calls that want at most this much CPU (seconds; their wall time may be longer, in a
+#: busy process, or while they wait for something)...
+QUICK_CALL = 0.002
+#: ...this many times in a row are timed by their thread's CPU clock (see the module's text).
+QUICK_STREAK = 32
 
 Clock = Callable[[], float]
 
@@ -78,10 +89,11 @@ def _has_schedstat() -> bool:
 _SCHEDSTAT = _has_schedstat()
 
 
-def demand_clock() -> Clock:
+def demand_clock(precise: bool = True) -> Clock:
     """A clock of the CPU the calling thread has wanted, readable from any thread (while the
-    calling thread lives)."""
-    if _SCHEDSTAT:
+    calling thread lives); ``precise=False``: only the CPU it used (read without giving up
+    the interpreter lock)."""
+    if _SCHEDSTAT and precise:
         fd = _own_schedstat()
         return lambda: _schedstat(fd)
     try:
@@ -96,8 +108,8 @@ class _Call:
 
     __slots__ = ("clock", "demand_start", "probe_ok", "wall_start")
 
-    def __init__(self) -> None:
-        self.clock = demand_clock()
+    def __init__(self, precise: bool) -> None:
+        self.clock = demand_clock(precise)
         self.probe_ok = self.clock is not time.thread_time
         self.demand_start = self.clock()
         self.wall_start = time.perf_counter()
@@ -116,6 +128,7 @@ class TransformLimiter:
         self._active = 0
         self._calls: set[_Call] = set()
         self._changed = threading.Condition()
+        self._quick = 0  # calls in a row that took at most QUICK_CALL
 
     @property
     def limit(self) -> int:
@@ -135,9 +148,11 @@ class TransformLimiter:
                 else:
                     self._changed.wait()
             self._active += 1
-        call = _Call()
-        with self._changed:
-            self._calls.add(call)
+            precise = self._quick < QUICK_STREAK
+        # Outside the lock: a thread that loses the interpreter lock while holding ours makes
+        # every other one wait for both. (Adding to a set is atomic; the probe copies it.)
+        call = _Call(precise)
+        self._calls.add(call)
         try:
             yield
         finally:
@@ -146,8 +161,9 @@ class TransformLimiter:
             except (OSError, ValueError):  # pragma: no cover - /proc unreadable
                 demand = 0.0
             wall = time.perf_counter() - call.wall_start
+            self._calls.discard(call)
             with self._changed:
-                self._calls.discard(call)
+                self._quick = self._quick + 1 if demand <= QUICK_CALL else 0
                 self._active -= 1
                 before = self.limit
                 if self._fixed is None and wall > 0:
@@ -162,14 +178,15 @@ class TransformLimiter:
 
     def _probe(self) -> None:
         """Judge the calls still running (the lock is held): all waiting lifts the limit."""
-        if self._cpu_share <= CPU_BOUND_SHARE or not self._calls:
+        calls = tuple(self._calls)
+        if self._cpu_share <= CPU_BOUND_SHARE or not calls:
             return
         now = time.perf_counter()
-        shortest = min(now - call.wall_start for call in self._calls)
+        shortest = min(now - call.wall_start for call in calls)
         if shortest < PROBE_MIN_WALL:  # (decided before any clock is read: quick calls are
             return  # the common case, and each read costs a system call)
         demand = 0.0
-        for call in self._calls:
+        for call in calls:
             if not call.probe_ok:
                 return
             try:
