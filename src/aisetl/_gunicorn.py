@@ -8,6 +8,8 @@ is lost (and without the method, :data:`ETLThreadWorker` is gunicorn's own worke
 
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
 import signal
 import threading
@@ -15,6 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.http.body import LengthReader
 from gunicorn.http.errors import (
     ChunkMissingTerminator,
     InvalidChunkSize,
@@ -29,6 +32,7 @@ from gunicorn.workers.gthread import ThreadWorker
 
 from aisetl import _gunicorn_heads, drain, gpus, pod
 from aisetl._gunicorn_heads import HeadReadingWorker
+from aisetl._gunicorn_replies import HeadHoldingSocket
 from aisetl._hooks import missing, warn_missing
 from aisetl.head_deadline import HeadWatchdog
 from aisetl.http11 import serialize
@@ -133,10 +137,28 @@ class ParseErrorWorker(HeadReadingWorker):
         if head is not None and self.head_deadline and not self.head_deadline.disarm(head):
             return False  # answered 408 while the head was read: close
         _request.headers = req.headers
+        real = conn.sock
+        conn.sock = writes = HeadHoldingSocket(real)  # the head goes out with the body
         try:
-            return super().handle_request(req, conn)
+            handled = super().handle_request(req, conn)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                writes.flush()
+            raise
         finally:
+            conn.sock = real
             _request.headers = None
+        writes.flush()
+        return handled
+
+    def _keepalive_after(self, conn: Any, keepalive: bool) -> bool:
+        """Whether the connection serves another request; a body read to its end has nothing
+        to drain, so gunicorn's drain (two socket-timeout changes, system calls that give up
+        the interpreter lock) is skipped for it."""
+        if keepalive and _body_read_whole(conn):
+            return True
+        parent: Callable[[Any, bool], bool] | None = getattr(super(), "_keepalive_after", None)
+        return keepalive if parent is None else parent(conn, keepalive)
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         if HeadWatchdog.late(getattr(_request, "head", None)):
@@ -155,6 +177,19 @@ class ParseErrorWorker(HeadReadingWorker):
             client.sendall(serialize(malformed_request_reply(status, str(exc))))
         except OSError:
             self.log.debug("could not answer a malformed request from %s", addr)
+
+
+def _body_read_whole(conn: Any) -> bool:
+    """Whether the connection's last request had a sized body that was read to its end."""
+    body = getattr(getattr(conn.parser, "mesg", None), "body", None)
+    reader = getattr(body, "reader", None)
+    return (
+        isinstance(reader, LengthReader)
+        and reader.length == 0
+        and getattr(body, "failed", False) is False
+        and isinstance(getattr(body, "buf", None), io.BytesIO)
+        and body.buf.tell() == 0  # type: ignore[union-attr]
+    )
 
 
 def missing_hooks(base: type) -> list[str]:

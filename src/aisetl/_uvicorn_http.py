@@ -29,7 +29,7 @@ from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from aisetl._hooks import missing, warn_missing
-from aisetl.http11 import serialize
+from aisetl.http11 import joined, serialize
 from aisetl.protocol import decode_path
 from aisetl.reply import malformed_request_reply
 from aisetl.sized_body import SizedBody
@@ -153,8 +153,6 @@ class _Hold:
 class _Prepend:
     """A transport whose first write carries the held header block in front."""
 
-    SMALL = 64 * 1024  # up to this, one joined buffer; above, two writes (no copy)
-
     def __init__(self, real: Any, held: bytes) -> None:
         self._real = real
         self._held = held
@@ -165,11 +163,8 @@ class _Prepend:
             self._real.write(data)
             return
         self.used = True
-        if len(data) <= self.SMALL:
-            self._real.write(self._held + data)
-        else:
-            self._real.write(self._held)
-            self._real.write(data)
+        for part in joined(self._held, data):
+            self._real.write(part)
 
     def flush(self) -> None:
         if not self.used:

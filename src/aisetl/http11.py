@@ -210,7 +210,17 @@ def drain(raw: BodyReader) -> bool:
     return raw.finished
 
 
-_SMALL_WRITE = 64 * 1024
+#: Up to this many body bytes go out joined to what precedes them in one write (a copy);
+#: larger ones are written as they are (two writes, no copy).
+JOIN_LIMIT = 64 * 1024
+
+
+def joined(head: bytes, body: bytes) -> tuple[bytes, ...]:
+    """What to write for a head and the body bytes after it: one buffer when the body is
+    small (one system call instead of two), else both as they are."""
+    if len(body) <= JOIN_LIMIT:
+        return (head + body,)
+    return (head, body)
 
 
 def write_reply(
@@ -227,13 +237,8 @@ def write_reply(
     if reply.stream is None:
         headers["Content-Length"] = str(len(reply.body))
         head = response_head(reply.status, headers)
-        if head_only or not reply.body:
-            wfile.write(head)
-        elif len(reply.body) <= _SMALL_WRITE:
-            wfile.write(head + reply.body)
-        else:
-            wfile.write(head)
-            wfile.write(reply.body)
+        for data in (head,) if head_only else joined(head, reply.body):
+            wfile.write(data)
         return
     if chunked:
         headers["Transfer-Encoding"] = "chunked"
@@ -242,7 +247,7 @@ def write_reply(
         for chunk in reply.stream:
             if not chunked:
                 wfile.write(chunk)
-            elif len(chunk) <= _SMALL_WRITE:
+            elif len(chunk) <= JOIN_LIMIT:
                 wfile.write(chunk_frame(chunk))
             else:
                 wfile.write(b"%x\r\n" % len(chunk))

@@ -9,6 +9,7 @@ Hops are refused by ``AISETL_HOP_ALLOW``, so nothing leaves the machine's loopba
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import socket
 from collections.abc import Iterator
@@ -115,3 +116,32 @@ def test_hostile_ws_control_messages(target: EmulatedTarget) -> None:
     walk()
     assert health_ok(etl)
     assert "Traceback" not in etl.logs(), etl.logs()[-3000:]
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_body_refused_unread_does_not_become_the_next_request(
+    target: EmulatedTarget, framework: str
+) -> None:
+    """A request answered before its body was read, then another on the same connection: the
+    first body is drained (or the connection closed), never parsed as a request."""
+    etl = target.cluster.etl(f"wire-{framework}")
+    server = etl.server()
+    unread = b"GET /b/o HTTP/1.1\r\n\r\n"  # a request, if the body were taken for one
+    refused = b"DELETE /b/x HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (
+        len(unread),
+        unread,
+    )
+    second = b"PUT /b/y HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nworld"
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(refused)
+        first = http.client.HTTPResponse(sock)
+        first.begin()
+        first.read()
+        assert first.status == 405, first.status
+        if first.getheader("Connection", "").lower() == "close":
+            return  # closing is the other right answer
+        sock.sendall(second)
+        answer = http.client.HTTPResponse(sock)
+        answer.begin()
+        assert (answer.status, answer.read()) == (200, b"WORLD")
+    assert health_ok(etl)
