@@ -28,6 +28,11 @@ def post_fork(_server: Any, _worker: Any) -> None:
     pod.worker_started()
 
 
+def worker_exit(_server: Any, _worker: Any) -> None:
+    """In a worker, as it exits."""
+    pod.worker_stopping()
+
+
 def child_exit(_server: Any, worker: Any) -> None:
     """In the arbiter, after a worker ended."""
     pod.worker_exited(worker.pid)
@@ -37,5 +42,6 @@ def child_exit(_server: Any, worker: Any) -> None:
 POD_OPTIONS: dict[str, Any] = {
     "logger_class": ETLGunicornLogger,
     "post_fork": post_fork,
+    "worker_exit": worker_exit,
     "child_exit": child_exit,
 }

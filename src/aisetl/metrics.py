@@ -40,6 +40,7 @@ from prometheus_client.metrics_core import Metric
 
 from aisetl.config import Settings
 from aisetl.reply import TEXT_PLAIN, Reply
+from aisetl.tally import Tally
 
 #: The variable prometheus_client reads to count across processes.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -228,6 +229,8 @@ class PrometheusObserver(Observer):
             "aisetl_memory_wait_seconds", "Time bodies spent waiting for memory.", registry=r
         )
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._finished_children: dict[tuple[str, str, int], Any] = {}
+        self.tally = Tally(self.in_flight)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), *labels)
@@ -249,27 +252,42 @@ class PrometheusObserver(Observer):
         bytes_in: int,
         bytes_out: int,
     ) -> None:
-        self._child(self.objects, comm, outcome, str(status) if status else "none").inc()
-        self._child(self.request_seconds, comm).observe(seconds)
-        if transform_seconds is not None:
-            self._child(self.transform_seconds, comm).observe(transform_seconds)
-        if bytes_in:
-            self._child(self.bytes_in, comm).inc(bytes_in)
-        if bytes_out:
-            self._child(self.bytes_out, comm).inc(bytes_out)
-        self.in_flight.dec()  # last: no objects in flight means every one is counted
+        key = (comm, outcome, status)
+        children = self._finished_children.get(key)
+        if children is None:
+            children = self._finished_children[key] = self._children_of(comm, outcome, status)
+        counters, histograms = children
+        # Written in batches; the object leaves the in-flight gauge after its counts.
+        self.tally.finished(
+            counters, (1.0, bytes_in, bytes_out), histograms, (seconds, transform_seconds)
+        )
+
+    def _children_of(
+        self, comm: str, outcome: str, status: int
+    ) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        """The labelled counters and histograms an object's end adds to."""
+        counters = (
+            self._child(self.objects, comm, outcome, str(status) if status else "none"),
+            self._child(self.bytes_in, comm),
+            self._child(self.bytes_out, comm),
+        )
+        histograms = (
+            self._child(self.request_seconds, comm),
+            self._child(self.transform_seconds, comm),
+        )
+        return counters, histograms
 
     def refused(self, comm: str, status: int) -> None:
         self._child(self.objects, comm, FAILED, str(status)).inc()
 
     def direct_put(self, hop: str, event: str) -> None:
-        self._child(self.puts[event], hop).inc()
+        self.tally.count(self._child(self.puts[event], hop))
 
     def ws_connection(self, delta: int) -> None:
         self.ws_connections.inc(delta)
 
     def ws_queued(self, delta: int) -> None:
-        self.ws_tasks.inc(delta)
+        self.tally.add(self.ws_tasks, delta)
 
     def unreported_failure(self, comm: str) -> None:
         self._child(self.unreported, comm).inc()
@@ -281,7 +299,7 @@ class PrometheusObserver(Observer):
         self.inflight_limit.set(limit)
 
     def memory(self, reserved: int) -> None:
-        self.inflight_bytes.set(reserved)
+        self.tally.set(self.inflight_bytes, reserved)
 
     def memory_waiting(self, delta: int, seconds: float = 0.0) -> None:
         self.waiting.inc(delta)
@@ -313,6 +331,12 @@ def observer(settings: Settings) -> Observer:
     return _observer
 
 
+def flush() -> None:
+    """Write what this process counted to the shared files now (before a scrape, at exit)."""
+    if _observer is not None:
+        _observer.tally.flush()
+
+
 def metrics_reply(settings: Settings) -> Reply:
     """The answer to a scrape: the pod's metrics, or 404 when they are off."""
     if not settings.metrics:
@@ -322,6 +346,7 @@ def metrics_reply(settings: Settings) -> Reply:
         )
         return Reply(404, {"Content-Type": TEXT_PLAIN}, text.encode())
     observer(settings)  # our metrics exist (at zero) before the first object
+    flush()  # this worker's counts are current; another's are at most FLUSH_INTERVAL old
     path = os.environ.get(MULTIPROC_ENV)
     if not path or not os.path.isdir(path):
         return Reply(200, {"Content-Type": CONTENT_TYPE}, generate_latest(REGISTRY))

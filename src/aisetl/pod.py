@@ -1,8 +1,9 @@
 """What a server process knows of its pod: how many workers share it and the metrics they share.
 
 The process that forks workers (our supervisor, or gunicorn's arbiter) wraps the forking in
-:func:`forking`; each worker calls :func:`worker_started`, the forking process
-:func:`worker_exited` for each worker that ends.
+:func:`forking`; each worker calls :func:`worker_started` and, as it stops,
+:func:`worker_stopping`; the forking process calls :func:`worker_exited` for each worker that
+ends.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ def workers() -> int:
 def worker_started() -> None:
     """In a worker, right after the fork."""
     metrics.worker_started()
+
+
+def worker_stopping() -> None:
+    """In a worker, as it stops serving: what it counted reaches the pod's metrics."""
+    metrics.flush()
 
 
 def worker_exited(pid: int) -> None:

@@ -134,6 +134,7 @@ class Supervisor:
                 self._logger.exception("worker %d failed", os.getpid())
                 code = 1
             finally:
+                pod.worker_stopping()
                 os._exit(code)
         self._children[pid] = index
 
