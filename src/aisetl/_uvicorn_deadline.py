@@ -2,8 +2,10 @@
 readiness probes answered as their connection is made (:mod:`aisetl.probe_fastpath`).
 
 uvicorn times idle keep-alive connections out, but not a request head that arrives a byte at a
-time. Here a timer starts at a request's first byte and stops when its head is parsed; when it
-fires first, the client gets the one 408 answer and the connection is closed.
+time. Here a timer starts once the bytes that carried a request's first byte are parsed and its
+head is still incomplete, and stops when the head is; when it fires first, the client gets the
+one 408 answer and the connection is closed. (A head that came whole, the usual case, never
+starts one.)
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class DeadlineHttpToolsProtocol(ETLHttpToolsProtocol):  # type: ignore[valid-typ
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_timer: asyncio.TimerHandle | None = None
+        self._in_head = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         super().connection_made(transport)
@@ -36,12 +39,17 @@ class DeadlineHttpToolsProtocol(ETLHttpToolsProtocol):  # type: ignore[valid-typ
             transport.write(answer)
             transport.close()
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        if self.header_timeout and self._head_timer is None:
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._in_head and self._head_timer is None and self.header_timeout:
             self._head_timer = self.loop.call_later(self.header_timeout, self._head_late)
 
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = True
+
     def on_headers_complete(self) -> None:
+        self._in_head = False
         self._stop_head_timer()
         super().on_headers_complete()
 
@@ -56,7 +64,7 @@ class DeadlineHttpToolsProtocol(ETLHttpToolsProtocol):  # type: ignore[valid-typ
 
     def _head_late(self) -> None:
         self._head_timer = None
-        if self.transport.is_closing():
+        if self.transport.is_closing() or not self._in_head:
             return
         self.logger.warning(
             "request head from %s not complete within %g s: answered 408",
