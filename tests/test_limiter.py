@@ -15,6 +15,7 @@ from aisetl.limiter import (
     TransformLimiter,
     demand_clock,
 )
+from tests.forked import in_forked_child
 
 
 def _run(limiter: TransformLimiter, work: object, threads: int = 8, rounds: int = 3) -> int:
@@ -119,22 +120,13 @@ def test_after_quick_calls_waiting_ones_get_every_thread_at_once() -> None:
 @pytest.mark.skipif(not _SCHEDSTAT or not hasattr(os, "fork"), reason="Linux schedstat only")
 def test_the_demand_clock_reads_its_own_thread_after_a_fork() -> None:
     demand_clock()  # this thread's schedstat file is open now
-    reader, writer = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: its main thread is another thread than the parent's
-        ok = False
-        try:
-            clock = demand_clock()
-            start = clock()
-            spin_until = time.perf_counter() + 0.2
-            while time.perf_counter() < spin_until:
-                pass
-            ok = clock() - start > 0.1
-        finally:
-            os.write(writer, b"1" if ok else b"0")
-            os._exit(0)
-    os.close(writer)
-    answer = os.read(reader, 1)
-    os.waitpid(pid, 0)
-    os.close(reader)
-    assert answer == b"1", "the child's clock did not see its own 0.2 s of CPU"
+
+    def child_sees_its_own_cpu() -> bool:  # its main thread is another thread than ours
+        clock = demand_clock()
+        start = clock()
+        spin_until = time.perf_counter() + 0.2
+        while time.perf_counter() < spin_until:
+            pass
+        return clock() - start > 0.1
+
+    assert in_forked_child(child_sees_its_own_cpu), "the child's clock missed its 0.2 s of CPU"

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from aisetl import tally as tally_module
 from aisetl.tally import FLUSH_INTERVAL, Tally
+from tests.forked import in_forked_child
 
 BUCKETS = (0.001, 0.01, 0.1, 1.0, float("inf"))
 SECONDS = [0.0005, 0.001, 0.002, 0.05, 0.1, 0.5, 3.0, 0.0]
@@ -134,21 +135,14 @@ def test_a_forked_child_flushes_from_its_own_thread() -> None:
     tally = Tally(Gauge("in_flight", "in flight", registry=registry))
     tally.count(counter)  # the parent's thread runs now
     tally.flush()
-    reader, writer = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: a fork copies no thread, so the tally must start its own
-        ok = False
-        try:
-            tally.count(counter, 2.0)
-            deadline = time.monotonic() + 50 * FLUSH_INTERVAL
-            while time.monotonic() < deadline and not ok:
-                ok = _samples(registry)[("objects_total", ())] == 3
-                time.sleep(FLUSH_INTERVAL / 4)
-        finally:
-            os.write(writer, b"1" if ok else b"0")
-            os._exit(0)
-    os.close(writer)
-    answer = os.read(reader, 1)
-    os.waitpid(pid, 0)
-    os.close(reader)
-    assert answer == b"1", "the child's counts were never written"
+
+    def child_counts_are_written() -> bool:  # a fork copies no thread: the tally starts its own
+        tally.count(counter, 2.0)
+        deadline = time.monotonic() + 50 * FLUSH_INTERVAL
+        while time.monotonic() < deadline:
+            if _samples(registry)[("objects_total", ())] == 3:
+                return True
+            time.sleep(FLUSH_INTERVAL / 4)
+        return False
+
+    assert in_forked_child(child_counts_are_written), "the child's counts were never written"
