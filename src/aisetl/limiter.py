@@ -128,7 +128,7 @@ class TransformLimiter:
         self._active = 0
         self._calls: set[_Call] = set()
         self._changed = threading.Condition()
-        self._quick = 0  # calls in a row that took at most QUICK_CALL
+        self._quick = 0  # calls in a row that wanted at most QUICK_CALL of CPU
 
     @property
     def limit(self) -> int:
