@@ -146,3 +146,21 @@ def test_a_forked_child_flushes_from_its_own_thread() -> None:
         return False
 
     assert in_forked_child(child_counts_are_written), "the child's counts were never written"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_does_not_write_what_its_parent_still_holds() -> None:
+    registry = CollectorRegistry()
+    counter = Counter("objects", "objects", registry=registry)
+    tally = Tally(Gauge("in_flight", "in flight", registry=registry))
+    tally.count(counter, 5.0)  # not written yet (unless the parent's thread just did): the parent's
+
+    def child_writes_only_its_own() -> bool:
+        at_fork = _samples(registry)[("objects_total", ())]
+        tally.count(counter, 2.0)
+        tally.flush()
+        return _samples(registry)[("objects_total", ())] == at_fork + 2
+
+    assert in_forked_child(child_writes_only_its_own), "the child wrote its parent's counts too"
+    tally.flush()
+    assert _samples(registry)[("objects_total", ())] == 5

@@ -37,10 +37,11 @@ def _exact_buckets(child: Any) -> bool:
 class _Observed:
     """What one histogram saw since the last flush."""
 
-    __slots__ = ("buckets", "raw", "total")
+    __slots__ = ("buckets", "direct", "raw", "total")
 
-    def __init__(self, size: int) -> None:
-        self.buckets = [0] * size
+    def __init__(self, child: Any) -> None:
+        self.direct = _exact_buckets(child)
+        self.buckets = [0] * len(child._buckets) if self.direct else []
         self.total = 0.0
         self.raw: list[float] = []  # when the buckets cannot be written directly
 
@@ -57,7 +58,6 @@ class Tally:
         self._added: dict[Any, float] = {}
         self._set: dict[Any, float] = {}
         self._finished = 0
-        self._layouts: dict[int, bool] = {}
         self._started = False
         self._exit_hooked = False
 
@@ -109,11 +109,8 @@ class Tally:
         """``child.observe(amount)`` of a histogram, later (called with the lock held)."""
         seen = self._observed.get(child)
         if seen is None:
-            seen = self._observed[child] = _Observed(len(getattr(child, "_buckets", ())))
-        direct = self._layouts.get(id(child))
-        if direct is None:
-            direct = self._layouts[id(child)] = _exact_buckets(child)
-        if direct:
+            seen = self._observed[child] = _Observed(child)
+        if seen.direct:
             seen.buckets[bisect.bisect_left(child._upper_bounds, amount)] += 1
             seen.total += amount
         else:
@@ -165,6 +162,9 @@ class Tally:
         self._lock = threading.Lock()  # a lock another thread held at the fork stays held
         self._flushing = threading.Lock()
         self._started = False
+        # What the parent had not written yet is the parent's to write, not the child's too.
+        self._counts, self._observed, self._added, self._set = {}, {}, {}, {}
+        self._finished = 0
 
     def _flush_often(self) -> None:
         while True:
