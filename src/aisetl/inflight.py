@@ -110,16 +110,16 @@ class InflightBytes:
 
     async def acquire_async(self, size: int, timeout: float | None) -> bool:
         """:meth:`acquire` on an event loop (the loop goes on serving while this waits)."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-
-        def wake() -> None:
-            loop.call_soon_threadsafe(_resolve, future)
-
         with self._lock:
             if self._take(size):
                 self._report()
                 return True
+            loop = asyncio.get_running_loop()  # (only a wait needs a future and a wake-up)
+            future: asyncio.Future[None] = loop.create_future()
+
+            def wake() -> None:
+                loop.call_soon_threadsafe(_resolve, future)
+
             waiter = _Waiter(size, wake)
             self._waiters.append(waiter)
         started = time.monotonic()
