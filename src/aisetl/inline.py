@@ -86,13 +86,11 @@ class CallClock:
         self._cpu = time.thread_time()
         self._switches = _voluntary_switches()
 
-    def seconds(self) -> float:
-        """The call's duration as the policy should see it."""
+    def stop(self) -> tuple[float, bool]:
+        """The call's duration as the policy should see it, and whether the thread gave up the
+        CPU to wait during it (Linux only), read once at the call's end."""
         wall = time.perf_counter() - self._wall
-        if not _RUSAGE_THREAD or self.waited():
-            return wall
-        return min(wall, time.thread_time() - self._cpu)
-
-    def waited(self) -> bool:
-        """Whether the thread gave up the CPU to wait during the call (Linux only)."""
-        return _RUSAGE_THREAD and _voluntary_switches() != self._switches
+        waited = _RUSAGE_THREAD and _voluntary_switches() != self._switches
+        if not _RUSAGE_THREAD or waited:
+            return wall, waited
+        return min(wall, time.thread_time() - self._cpu), False

@@ -171,7 +171,8 @@ class Invoker:
                     try:
                         result = server.transform(data, request.path, request.etl_args)
                     finally:
-                        self.policy.record(clock.seconds(), inline, clock.waited())
+                        seconds, waited = clock.stop()
+                        self.policy.record(seconds, inline, waited)
         except (Failure, ClientGone):
             raise
         except Exception as exc:
