@@ -30,7 +30,7 @@ def test_results_exceptions_and_threads() -> None:
             else:
                 assert result == (value * 2, True)  # computed off the loop
         assert handoff.busy == 0
-        assert 1 <= len(handoff._threads) <= 4
+        assert 1 <= handoff._threads <= 4
         handoff.shutdown()
 
     asyncio.run(main())

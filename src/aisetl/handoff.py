@@ -15,6 +15,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from aisetl.thread_cache import Spawner
+
 T = TypeVar("T")
 
 _STOP = object()
@@ -33,7 +35,8 @@ class Handoff:
         self._done: collections.deque[tuple[asyncio.Future[Any], bool, Any]] = collections.deque()
         self._wake_pending = False
         self._wake_lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
+        self._spawner = Spawner(name)
+        self._threads = 0  # started, or asked of the spawner
         self._idle = 0  # threads waiting for work
         self._queued = 0  # work handed over that no thread has taken yet
         self._count_lock = threading.Lock()
@@ -49,17 +52,12 @@ class Handoff:
             # up need threads of their own (else they would queue behind each other).
             self._queued += 1
             short = self._queued > self._idle
-        if short and len(self._threads) < self._max_threads:
-            self._start_thread()
+        if short and self._threads < self._max_threads:
+            # Not started here: starting waits until the thread runs, and the loop would stop.
+            self._spawner.start(self._worker, f"{self._name}-{self._threads}")
+            self._threads += 1
         self._work.put((future, func, args))
         return future
-
-    def _start_thread(self) -> None:
-        thread = threading.Thread(
-            target=self._worker, name=f"{self._name}-{len(self._threads)}", daemon=True
-        )
-        self._threads.append(thread)
-        thread.start()
 
     def _worker(self) -> None:
         work = self._work
@@ -104,5 +102,5 @@ class Handoff:
 
     def shutdown(self) -> None:
         """Let the threads finish what they hold and stop (does not wait)."""
-        for _ in self._threads:
+        for _ in range(self._threads):
             self._work.put(_STOP)
