@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from aisetl import drain
-from aisetl.probe_fastpath import answer_waiting_probe, probe_answer
+from aisetl.probe_fastpath import Waiting, answer_waiting_probe, probe_answer
 
 PROBE = (
     b"GET /health HTTP/1.1\r\nHost: probe:8000\r\nUser-Agent: kube-probe/1.31\r\n"
@@ -35,7 +35,7 @@ def test_a_waiting_probe_is_answered_and_consumed() -> None:
     server, client = socket.socketpair()
     with server, client:
         client.sendall(PROBE)
-        assert answer_waiting_probe(server)
+        assert answer_waiting_probe(server) is Waiting.ANSWERED
         answer = client.recv(4096)
         assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\nRunning")
         assert b"Connection: close" in answer
@@ -48,13 +48,13 @@ def test_a_head_probe_gets_no_body_and_other_requests_are_left_unread() -> None:
     server, client = socket.socketpair()
     with server, client:
         client.sendall(b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert answer_waiting_probe(server)
+        assert answer_waiting_probe(server) is Waiting.ANSWERED
         assert client.recv(4096).endswith(b"Connection: close\r\n\r\n")
     server, client = socket.socketpair()
     with server, client:
-        assert not answer_waiting_probe(server)  # nothing arrived yet
+        assert answer_waiting_probe(server) is Waiting.NOTHING
         client.sendall(b"PUT /b/o HTTP/1.1\r\nContent-Length: 1\r\n\r\na")
-        assert not answer_waiting_probe(server)
+        assert answer_waiting_probe(server) is Waiting.OTHER
         assert server.recv(4096).startswith(b"PUT /b/o")  # untouched
 
 
@@ -67,5 +67,5 @@ def test_a_draining_server_leaves_probes_to_the_ordinary_path(
     server, client = socket.socketpair()
     with server, client:
         client.sendall(PROBE)
-        assert not answer_waiting_probe(server)
+        assert answer_waiting_probe(server) is Waiting.OTHER
         assert server.recv(4096) == PROBE  # left for the server, which answers 503

@@ -12,24 +12,24 @@ import contextlib
 import io
 import signal
 import socket
-import socketserver
 import struct
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any, BinaryIO, cast
 
 from aisetl import drain as draining
+from aisetl.acceptor import Acceptor
 from aisetl.deadline import peer_closed
 from aisetl.edge import Body, Headers, Refused, RequestHead, content_length, is_metrics_request
 from aisetl.flow import Flow, FlowPerProcess
 from aisetl.head_deadline import HeadWatchdog
 from aisetl.http11 import BodyReader, body_reader, drain, read_all, write_reply
 from aisetl.metrics import metrics_reply
-from aisetl.probe_fastpath import answer_waiting_probe
 from aisetl.protocol import DEFAULT_PORT, is_health_check
 from aisetl.reply import Reply, health_reply, malformed_request_reply
 from aisetl.server import ETLServer
 from aisetl.sources import ClientGone, Failure
+from aisetl.thread_cache import ThreadCache
 from aisetl.watch import in_flight
 from aisetl.workers import bind_socket, run_workers
 
@@ -83,11 +83,13 @@ class HTTPMultiThreadedServer(ETLServer):
             self.logger.info("Server stopped")
 
 
-class ThreadingETLHTTPServer(socketserver.ThreadingMixIn, HTTPServer):
-    """One thread per connection on a socket that is already listening."""
+class ThreadingETLHTTPServer(HTTPServer):
+    """One thread per connection on a socket that is already listening.
 
-    daemon_threads = True
-    block_on_close = False
+    The accepting thread (:class:`~aisetl.acceptor.Acceptor`) answers readiness probes
+    itself and hands other connections to :class:`~aisetl.thread_cache.ThreadCache` threads
+    without waiting for one to start: in a burst, a probe queues behind the accepts only.
+    """
 
     def __init__(self, sock: socket.socket, etl: HTTPMultiThreadedServer) -> None:
         super().__init__(sock.getsockname()[:2], _Handler, bind_and_activate=False)
@@ -98,17 +100,35 @@ class ThreadingETLHTTPServer(socketserver.ThreadingMixIn, HTTPServer):
         self.stopping = False
         self._in_flight = 0
         self._idle = threading.Condition()
+        self._connections: ThreadCache[tuple[socket.socket, Any]] = ThreadCache(
+            self._serve_connection, name="aisetl-connection"
+        )
+        self._acceptor = Acceptor(
+            sock,
+            self._connections.submit,
+            lambda exc: etl.logger.warning("accepting a connection failed: %s", exc),
+        )
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """Accept connections until :meth:`shutdown`."""
+        self._acceptor.run(poll_interval)
+
+    def shutdown(self) -> None:
+        """Stop :meth:`serve_forever` and wait until it has (from another thread)."""
+        self._acceptor.stop()
+
+    def _serve_connection(self, accepted: tuple[socket.socket, Any]) -> None:
+        conn, address = accepted
+        try:
+            self.finish_request(conn, address)
+        except Exception:
+            self.handle_error(conn, address)
+        finally:
+            self.shutdown_request(conn)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """An unexpected error serving a connection: logged (not printed to stderr)."""
         self.etl.logger.exception("error while serving %s", client_address)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        """Start a connection's thread, unless it is a probe answered right here."""
-        if answer_waiting_probe(request):
-            self.shutdown_request(request)
-            return
-        super().process_request(request, client_address)
 
     def begin_request(self) -> None:
         """Count a request in flight."""

@@ -13,6 +13,7 @@ request head on its main loop, :mod:`aisetl._gunicorn_heads`, and asks
 
 from __future__ import annotations
 
+import enum
 import socket
 
 from aisetl import drain
@@ -54,21 +55,32 @@ def probe_answer(data: bytes) -> bytes | None:
     return answer
 
 
-def answer_waiting_probe(sock: socket.socket) -> bool:
-    """Answer a probe that already arrived whole on a new connection; ``True`` if it did.
+class Waiting(enum.Enum):
+    """What :func:`answer_waiting_probe` found on a new connection."""
 
-    The caller then closes the connection. Nothing is read unless it is such a probe.
-    """
+    NOTHING = "nothing to read yet"
+    ANSWERED = "a readiness probe, answered"
+    OTHER = "something else (bytes, the peer's end, an error): for the ordinary path"
+
+
+def answer_waiting_probe(sock: socket.socket) -> Waiting:
+    """Answer a probe that already arrived whole on a new connection (the caller then closes
+    it). Nothing is read unless it is such a probe."""
     try:
         data = sock.recv(_PEEK, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        answer = probe_answer(data)
-        if answer is None:
-            return False
+    except BlockingIOError:
+        return Waiting.NOTHING
+    except OSError:  # the client is gone: the ordinary path finds out
+        return Waiting.OTHER
+    answer = probe_answer(data)
+    if answer is None:
+        return Waiting.OTHER
+    try:
         sock.recv(len(data), socket.MSG_DONTWAIT)  # consumed: closing then sends a FIN
         sock.send(answer, socket.MSG_DONTWAIT)  # a new socket's buffer holds it whole
-    except OSError:  # nothing yet (EAGAIN), or the client is gone: the ordinary path
-        return False
-    return True
+    except OSError:
+        pass  # the prober is gone; closing is all that is left to do
+    return Waiting.ANSWERED
 
 
 def answer_waiting_probe_fd(fd: int, family: int) -> bytes | None:

@@ -1,0 +1,109 @@
+"""The accepting loop of the threaded servers: probes answered there, the rest handed on."""
+
+from __future__ import annotations
+
+import queue
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from aisetl.acceptor import Accepted, Acceptor
+
+PROBE = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@contextmanager
+def accepting(hold_seconds: float = 5.0) -> Iterator[tuple[int, queue.SimpleQueue[Accepted]]]:
+    """An acceptor on a port of 127.0.0.1; yields the port and what it hands over."""
+    handed: queue.SimpleQueue[Accepted] = queue.SimpleQueue()
+    errors: list[OSError] = []
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        acceptor = Acceptor(listener, handed.put, errors.append, hold_seconds=hold_seconds)
+        thread = threading.Thread(target=acceptor.run, args=(0.05,), daemon=True)
+        thread.start()
+        try:
+            yield listener.getsockname()[1], handed
+        finally:
+            acceptor.stop()
+            thread.join(5)
+    assert not thread.is_alive()
+    assert errors == []
+
+
+def _answer(sock: socket.socket) -> bytes:
+    sock.settimeout(5)
+    data = b""
+    while chunk := sock.recv(4096):
+        data += chunk
+    return data
+
+
+def test_a_probe_is_answered_where_it_is_accepted() -> None:
+    with accepting() as (port, handed):
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", port)) as client:
+                client.sendall(PROBE)
+                assert _answer(client).startswith(b"HTTP/1.1 200 OK\r\n")
+        assert handed.empty()
+
+
+def test_a_probe_sent_after_its_connect_is_answered_by_the_acceptor_too() -> None:
+    """Held until its first bytes come, rather than queued for a thread at once."""
+    with accepting() as (port, handed):
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            time.sleep(0.2)  # accepted meanwhile, with nothing to read
+            client.sendall(PROBE)
+            assert _answer(client).endswith(b"Running")
+        assert handed.empty()
+
+
+def test_any_other_request_is_handed_over_unread() -> None:
+    request = b"PUT /b/o HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"
+    with accepting() as (port, handed):
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            client.sendall(request)
+            conn, _ = handed.get(timeout=5)
+            with conn:
+                conn.settimeout(5)
+                assert conn.recv(4096) == request
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            time.sleep(0.2)
+            client.sendall(request)  # after the accept: handed over when it comes
+            conn, _ = handed.get(timeout=5)
+            with conn:
+                conn.settimeout(5)
+                assert conn.recv(4096) == request
+
+
+def test_a_silent_connection_is_handed_over_after_the_hold_and_at_stop() -> None:
+    with (
+        accepting(hold_seconds=0.2) as (port, handed),
+        socket.create_connection(("127.0.0.1", port)),
+    ):
+        conn, _ = handed.get(timeout=5)  # nothing came: a thread's keep-alive decides
+        conn.close()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        got: queue.SimpleQueue[Accepted] = queue.SimpleQueue()
+        acceptor = Acceptor(listener, got.put, lambda exc: None, hold_seconds=60)
+        thread = threading.Thread(target=acceptor.run, args=(0.05,), daemon=True)
+        thread.start()
+        with socket.create_connection(listener.getsockname()):
+            time.sleep(0.2)
+            assert got.empty()  # held
+            acceptor.stop()
+            conn, _ = got.get(timeout=5)  # not dropped when the loop stops
+            conn.close()
+        thread.join(5)
+        assert not thread.is_alive()
+
+
+def test_a_client_gone_before_its_first_bytes_is_handed_over_to_find_out() -> None:
+    with accepting() as (port, handed):
+        client = socket.create_connection(("127.0.0.1", port))
+        time.sleep(0.2)
+        client.close()
+        conn, _ = handed.get(timeout=5)
+        with conn:
+            assert conn.recv(1) == b""
