@@ -11,9 +11,12 @@ keep-alive before any connection is accepted.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import logging
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Iterator
@@ -25,12 +28,14 @@ import uvicorn
 from aisetl import drain
 from aisetl._uvicorn_deadline import with_header_timeout
 from aisetl._uvicorn_ws import FrameWebSocketProtocol
+from aisetl.acceptor import Acceptor
 from aisetl.config import Settings
 from aisetl.watch import in_flight
 
 #: The target's idle-connection timeout (PROTOCOL.md §14): a server must keep idle ones longer.
 TARGET_IDLE_TIMEOUT = 6.0
 _MAX_FRAMES = 64
+_LOG = logging.getLogger(__name__)
 WS_MAX_MESSAGE = 16 * 1024**3  # the target reads messages up to 16 GiB
 
 
@@ -58,13 +63,68 @@ def etl_uvicorn_config(app: Any, host: str, port: int, settings: Settings) -> uv
 
 
 class GracefulServer(uvicorn.Server):
-    """uvicorn, except that a graceful stop on SIGTERM drains first and ends with status 0.
+    """uvicorn, except that a graceful stop on SIGTERM drains first and ends with status 0,
+    and that connections are accepted on a thread of their own.
 
     On the first SIGTERM or SIGINT it keeps serving, with ``/health`` answering 503, until the
     objects in flight are done (at most ``timeout_graceful_shutdown`` seconds); then uvicorn
     stops as usual. (uvicorn re-raises the signal once it has stopped, so the process would
     die of it.)
+
+    Given listening sockets, it accepts on them with an :class:`~aisetl.acceptor.Acceptor`
+    thread instead of the event loop: a readiness probe is answered there, and the other
+    connections join the loop through ``loop.connect_accepted_socket``. On the loop a probe
+    would wait for whole turns of it, and one turn that begins 200 large bodies (their
+    buffers faulted in, their transforms started) takes longer than a kubelet waits.
     """
+
+    _acceptors: list[tuple[Acceptor, threading.Thread]]
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=[] if sockets else sockets)
+        self._acceptors = []
+        if not sockets or self.should_exit:
+            return
+        loop = asyncio.get_running_loop()
+
+        def hand_over(accepted: tuple[socket.socket, Any]) -> None:
+            try:
+                loop.call_soon_threadsafe(self._join_loop, accepted[0])
+            except RuntimeError:  # the loop is closed: the process is on its way out
+                accepted[0].close()
+
+        for sock in sockets:
+            acceptor = Acceptor(
+                sock,
+                hand_over,
+                lambda exc: _LOG.warning("accepting a connection failed: %s", exc),
+            )
+            thread = threading.Thread(target=acceptor.run, name="aisetl-accept", daemon=True)
+            thread.start()
+            self._acceptors.append((acceptor, thread))
+
+    def _join_loop(self, conn: socket.socket) -> None:
+        """Give an accepted connection to uvicorn's protocol (on the loop)."""
+        if self.should_exit:
+            conn.close()
+            return
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(loop.connect_accepted_socket(self._new_protocol, conn))
+        task.add_done_callback(functools.partial(_joined, conn))
+
+    def _new_protocol(self) -> asyncio.Protocol:
+        protocol: asyncio.Protocol = self.config.http_protocol_class(  # type: ignore[call-arg]
+            config=self.config,
+            server_state=self.server_state,
+            app_state=self.lifespan.state,
+            _loop=asyncio.get_running_loop(),
+        )
+        return protocol
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for acceptor, _ in getattr(self, "_acceptors", []):
+            await asyncio.to_thread(acceptor.stop)  # before uvicorn closes the sockets
+        await super().shutdown(sockets=sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if drain.reason() is None:
@@ -93,6 +153,12 @@ class GracefulServer(uvicorn.Server):
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def _joined(conn: socket.socket, task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:  # the client left at once
+        _LOG.debug("connection not served: %s", task.exception())
+        conn.close()
 
 
 def _loading_config() -> object | None:
