@@ -6,8 +6,10 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+
+import pytest
 
 from aisetl.acceptor import Accepted, Acceptor
 
@@ -15,12 +17,16 @@ PROBE = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
 @contextmanager
-def accepting(hold_seconds: float = 5.0) -> Iterator[tuple[int, queue.SimpleQueue[Accepted]]]:
+def accepting(
+    hold_seconds: float = 5.0, answers_probes: Callable[[], bool] | None = None
+) -> Iterator[tuple[int, queue.SimpleQueue[Accepted]]]:
     """An acceptor on a port of 127.0.0.1; yields the port and what it hands over."""
     handed: queue.SimpleQueue[Accepted] = queue.SimpleQueue()
     errors: list[OSError] = []
     with socket.create_server(("127.0.0.1", 0)) as listener:
-        acceptor = Acceptor(listener, handed.put, errors.append, hold_seconds=hold_seconds)
+        acceptor = Acceptor(
+            listener, handed.put, errors.append, hold_seconds, answers_probes=answers_probes
+        )
         thread = threading.Thread(target=acceptor.run, args=(0.05,), daemon=True)
         thread.start()
         try:
@@ -107,3 +113,21 @@ def test_a_client_gone_before_its_first_bytes_is_handed_over_to_find_out() -> No
         conn, _ = handed.get(timeout=5)
         with conn:
             assert conn.recv(1) == b""
+
+
+@pytest.mark.parametrize("ready", [True, False])
+def test_probes_are_answered_only_while_the_owner_says_so(ready: bool) -> None:
+    """FastAPI's loop says no once it has stopped turning: its probes are then its own."""
+    with (
+        accepting(answers_probes=lambda: ready) as (port, handed),
+        socket.create_connection(("127.0.0.1", port)) as client,
+    ):
+        client.sendall(PROBE)
+        if ready:
+            assert _answer(client).startswith(b"HTTP/1.1 200 OK\r\n")
+            assert handed.empty()
+        else:
+            conn, _ = handed.get(timeout=5)  # unread, for the loop to answer
+            with conn:
+                conn.settimeout(5)
+                assert conn.recv(4096) == PROBE

@@ -2,7 +2,8 @@
 
 ``etl_args`` steers failure modes so one running server covers many cases:
 ``fail`` raises, ``reject`` raises ``TransformError(415)``, ``sleep=<s>`` sleeps first,
-``empty`` returns nothing, ``fail-mid`` (streaming) fails after the first chunk.
+``empty`` returns nothing, ``fail-mid`` (streaming) fails after the first chunk,
+``block=<s>:<file>`` (``AsyncUpper``) blocks its event loop for s seconds while the file exists.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import BinaryIO
 
 from aisetl import ETLServer, Item, TransformError
@@ -69,6 +71,11 @@ class AsyncUpper(ETLServer):
 
     async def transform(self, data: bytes | str, path: str, etl_args: str) -> bytes:  # type: ignore[override]
         await asyncio.sleep(0)
+        if etl_args.startswith("block="):  # blocks its event loop, as a transform must not
+            seconds, _, marker = etl_args[len("block=") :].partition(":")
+            Path(marker).touch()
+            time.sleep(float(seconds))
+            Path(marker).unlink()
         if etl_args == "fail":
             raise ValueError("asked to fail")
         assert isinstance(data, bytes)

@@ -19,6 +19,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from types import FrameType
 from typing import Any
@@ -35,6 +36,8 @@ from aisetl.watch import in_flight
 #: The target's idle-connection timeout (PROTOCOL.md §14): a server must keep idle ones longer.
 TARGET_IDLE_TIMEOUT = 6.0
 _MAX_FRAMES = 64
+#: Seconds without a turn of the event loop after which its probes are left to it.
+LOOP_STUCK_SECONDS = 5.0
 _LOG = logging.getLogger(__name__)
 WS_MAX_MESSAGE = 16 * 1024**3  # the target reads messages up to 16 GiB
 
@@ -75,13 +78,21 @@ class GracefulServer(uvicorn.Server):
     thread instead of the event loop: a readiness probe is answered there, and the other
     connections join the loop through ``loop.connect_accepted_socket``. On the loop a probe
     would wait for whole turns of it, and one turn that begins 200 large bodies (their
-    buffers faulted in, their transforms started) takes longer than a kubelet waits.
+    buffers faulted in, their transforms started) takes longer than a kubelet waits. A loop
+    that is busy is ready; one that has not turned for ``LOOP_STUCK_SECONDS`` (a transform
+    that blocks it, a deadlock) is not: the thread then leaves probes to the loop, which
+    answers them when it turns again, or never, as a kubelet should see.
     """
 
     _acceptors: list[tuple[Acceptor, threading.Thread]]
+    _turned = 0.0  # when the loop last ran its tick (time.monotonic)
+
+    def _loop_turning(self) -> bool:
+        return time.monotonic() - self._turned < LOOP_STUCK_SECONDS
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=[] if sockets else sockets)
+        self._turned = time.monotonic()
         self._acceptors = []
         if not sockets or self.should_exit:
             return
@@ -98,6 +109,7 @@ class GracefulServer(uvicorn.Server):
                 sock,
                 hand_over,
                 lambda exc: _LOG.warning("accepting a connection failed: %s", exc),
+                answers_probes=self._loop_turning,
             )
             thread = threading.Thread(target=acceptor.run, name="aisetl-accept", daemon=True)
             thread.start()
@@ -133,6 +145,7 @@ class GracefulServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
     async def on_tick(self, counter: int) -> bool:
+        self._turned = time.monotonic()  # uvicorn ticks every 0.1 s while the loop turns
         if drain.reason() is not None and not self.should_exit:
             grace = float(self.config.timeout_graceful_shutdown or 0)
             if in_flight() == 0 or drain.seconds() >= grace:

@@ -29,7 +29,12 @@ Accepted = tuple[socket.socket, Any]
 
 
 class Acceptor:
-    """Accepts on ``listener`` until :meth:`stop`; ``hand_over`` gets the other connections."""
+    """Accepts on ``listener`` until :meth:`stop`; ``hand_over`` gets the other connections.
+
+    ``answers_probes``, when given, is asked before each connection: while it says no, every
+    connection is handed over as it is, probes included (an event loop that has stopped
+    turning must not be reported ready by a thread beside it).
+    """
 
     def __init__(
         self,
@@ -37,11 +42,13 @@ class Acceptor:
         hand_over: Callable[[Accepted], None],
         on_error: Callable[[OSError], None],
         hold_seconds: float = HOLD_SECONDS,
+        answers_probes: Callable[[], bool] | None = None,
     ) -> None:
         self._listener = listener
         self._hand_over = hand_over
         self._on_error = on_error
         self._hold_seconds = hold_seconds
+        self._answers_probes = answers_probes
         self._held: dict[int, tuple[Accepted, float]] = {}  # fd: connection, when to let go
         self._stop = threading.Event()
         self._stopped = threading.Event()
@@ -97,6 +104,9 @@ class Acceptor:
 
     def _look(self, accepted: Accepted) -> bool:
         """Answer a waiting probe, or hand over what else arrived; ``False`` if nothing did."""
+        if self._answers_probes is not None and not self._answers_probes():
+            self._hand_over(accepted)
+            return True
         found = answer_waiting_probe(accepted[0])
         if found is Waiting.ANSWERED:
             accepted[0].close()
