@@ -83,26 +83,42 @@ def test_any_other_request_is_handed_over_unread() -> None:
                 assert conn.recv(4096) == request
 
 
-def test_a_silent_connection_is_handed_over_after_the_hold_and_at_stop() -> None:
+def test_a_silent_connection_is_handed_over_after_the_hold() -> None:
     with (
         accepting(hold_seconds=0.2) as (port, handed),
         socket.create_connection(("127.0.0.1", port)),
     ):
         conn, _ = handed.get(timeout=5)  # nothing came: a thread's keep-alive decides
         conn.close()
+
+
+def test_a_stop_waits_a_moment_for_held_connections_and_takes_no_new_ones() -> None:
+    request = b"PUT /b/o HTTP/1.1\r\nContent-Length: 1\r\n\r\na"
     with socket.create_server(("127.0.0.1", 0)) as listener:
         got: queue.SimpleQueue[Accepted] = queue.SimpleQueue()
-        acceptor = Acceptor(listener, got.put, lambda exc: None, hold_seconds=60)
+        acceptor = Acceptor(listener, got.put, lambda exc: None, hold_seconds=60, stop_linger=1)
         thread = threading.Thread(target=acceptor.run, args=(0.05,), daemon=True)
         thread.start()
-        with socket.create_connection(listener.getsockname()):
+        speaker = socket.create_connection(listener.getsockname())
+        silent = socket.create_connection(listener.getsockname())
+        with speaker, silent:
             time.sleep(0.2)
-            assert got.empty()  # held
-            acceptor.stop()
-            conn, _ = got.get(timeout=5)  # not dropped when the loop stops
-            conn.close()
-        thread.join(5)
-        assert not thread.is_alive()
+            assert got.empty()  # both held
+            stopping = threading.Thread(target=acceptor.stop)
+            stopping.start()
+            time.sleep(0.1)
+            late = socket.create_connection(listener.getsockname())  # queued, never accepted
+            speaker.sendall(request)  # during the stop: still served
+            conn, _ = got.get(timeout=5)
+            with conn:
+                conn.settimeout(5)
+                assert conn.recv(4096) == request
+            stopping.join(5)
+            assert not stopping.is_alive() and not thread.is_alive()
+            silent.settimeout(5)
+            assert silent.recv(1) == b""  # silent all along: closed at the end of the stop
+            assert got.empty()
+            late.close()
 
 
 def test_a_client_gone_before_its_first_bytes_is_handed_over_to_find_out() -> None:

@@ -94,6 +94,7 @@ class GracefulServer(uvicorn.Server):
         await super().startup(sockets=[] if sockets else sockets)
         self._turned = time.monotonic()
         self._acceptors = []
+        self._joining: set[asyncio.Task[Any]] = set()
         if not sockets or self.should_exit:
             return
         loop = asyncio.get_running_loop()
@@ -117,11 +118,10 @@ class GracefulServer(uvicorn.Server):
 
     def _join_loop(self, conn: socket.socket) -> None:
         """Give an accepted connection to uvicorn's protocol (on the loop)."""
-        if self.should_exit:
-            conn.close()
-            return
         loop = asyncio.get_running_loop()
         task = loop.create_task(loop.connect_accepted_socket(self._new_protocol, conn))
+        self._joining.add(task)
+        task.add_done_callback(self._joining.discard)
         task.add_done_callback(functools.partial(_joined, conn))
 
     def _new_protocol(self) -> asyncio.Protocol:
@@ -135,7 +135,13 @@ class GracefulServer(uvicorn.Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for acceptor, _ in getattr(self, "_acceptors", []):
-            await asyncio.to_thread(acceptor.stop)  # before uvicorn closes the sockets
+            # Before uvicorn closes the sockets; the connections it still held get a moment
+            # to send their first request, and those that do are served.
+            await asyncio.to_thread(acceptor.stop)
+        joining = getattr(self, "_joining", None)
+        if joining:
+            await asyncio.gather(*joining, return_exceptions=True)
+            await asyncio.sleep(0.01)  # their first bytes (already here) are read
         await super().shutdown(sockets=sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:

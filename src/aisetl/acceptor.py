@@ -8,7 +8,8 @@ was accepted: a complete readiness probe is answered right there
 thread. A connection with nothing to read yet stays with the loop until its first bytes come
 (a probe sent just after its connect would otherwise queue for a thread behind a burst of
 other connections), or, after ``hold_seconds``, goes to a thread, which then applies the
-keep-alive timeout as for any idle connection.
+keep-alive timeout as for any idle connection. When the process stops, it stops accepting
+(the other workers take what comes next) and waits a moment for the connections it holds.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from aisetl.probe_fastpath import Waiting, answer_waiting_probe
 
 ACCEPT_BATCH = 256  # connections taken per wake-up at most, so that a stop is seen soon
 HOLD_SECONDS = 1.0
+#: Once stopping, how long a connection accepted but silent so far is still waited for (its
+#: client connected to this process: a request, a readiness probe say, may be on its way).
+STOP_LINGER = 2.0
 
 Accepted = tuple[socket.socket, Any]
 
@@ -43,31 +47,48 @@ class Acceptor:
         on_error: Callable[[OSError], None],
         hold_seconds: float = HOLD_SECONDS,
         answers_probes: Callable[[], bool] | None = None,
+        stop_linger: float = STOP_LINGER,
     ) -> None:
         self._listener = listener
         self._hand_over = hand_over
         self._on_error = on_error
         self._hold_seconds = hold_seconds
         self._answers_probes = answers_probes
+        self._stop_linger = stop_linger
         self._held: dict[int, tuple[Accepted, float]] = {}  # fd: connection, when to let go
         self._stop = threading.Event()
-        self._stopped = threading.Event()
+        self._stopped = threading.Event()  # set while run() is not running
+        self._stopped.set()
 
     def run(self, poll_interval: float = 0.5) -> None:
-        """Accept until :meth:`stop`; connections still held are handed on at the end."""
+        """Accept until :meth:`stop`; then give connections still held up to
+        ``stop_linger`` seconds to send their first bytes (they are handed on), and close
+        those that do not."""
         self._listener.setblocking(False)
         self._stopped.clear()
+        linger_until: float | None = None
         try:
             with selectors.DefaultSelector() as selector:
                 selector.register(self._listener, selectors.EVENT_READ)
-                while not self._stop.is_set():
-                    for key, _ in selector.select(self._wait(poll_interval)):
+                while True:
+                    now = time.monotonic()
+                    if linger_until is None and self._stop.is_set():
+                        selector.unregister(self._listener)  # the other workers take them
+                        linger_until = now + self._stop_linger
+                    if linger_until is not None and (not self._held or now >= linger_until):
+                        break
+                    wait = self._wait(poll_interval)
+                    if linger_until is not None:
+                        wait = min(wait, linger_until - now)
+                    for key, _ in selector.select(max(wait, 0.0)):
                         if key.fileobj is self._listener:
                             self._accept(selector)
                         else:
                             self._first_bytes(selector, key.fd)
                     self._let_go(selector, time.monotonic())
-                self._let_go(selector, float("inf"))
+                for accepted, _ in self._held.values():  # connected, yet silent all along
+                    accepted[0].close()
+                self._held.clear()
         finally:
             self._stopped.set()
 

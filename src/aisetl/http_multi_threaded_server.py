@@ -14,11 +14,12 @@ import signal
 import socket
 import struct
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any, BinaryIO, cast
 
 from aisetl import drain as draining
-from aisetl.acceptor import Acceptor
+from aisetl.acceptor import STOP_LINGER, Acceptor
 from aisetl.deadline import peer_closed
 from aisetl.edge import Body, Headers, Refused, RequestHead, content_length, is_metrics_request
 from aisetl.flow import Flow, FlowPerProcess
@@ -99,13 +100,16 @@ class ThreadingETLHTTPServer(HTTPServer):
         self.head_deadline = HeadWatchdog(etl.settings.header_timeout)
         self.stopping = False
         self._in_flight = 0
+        # Connections handed to a thread whose first request has not begun: a stop waits a
+        # moment for them too, since their client has already connected to this process.
+        self._unstarted: set[socket.socket] = set()
         self._idle = threading.Condition()
         self._connections: ThreadCache[tuple[socket.socket, Any]] = ThreadCache(
             self._serve_connection, name="aisetl-connection"
         )
         self._acceptor = Acceptor(
             sock,
-            self._connections.submit,
+            self._hand_over,
             lambda exc: etl.logger.warning("accepting a connection failed: %s", exc),
         )
 
@@ -117,6 +121,11 @@ class ThreadingETLHTTPServer(HTTPServer):
         """Stop :meth:`serve_forever` and wait until it has (from another thread)."""
         self._acceptor.stop()
 
+    def _hand_over(self, accepted: tuple[socket.socket, Any]) -> None:
+        with self._idle:
+            self._unstarted.add(accepted[0])
+        self._connections.submit(accepted)
+
     def _serve_connection(self, accepted: tuple[socket.socket, Any]) -> None:
         conn, address = accepted
         try:
@@ -124,16 +133,20 @@ class ThreadingETLHTTPServer(HTTPServer):
         except Exception:
             self.handle_error(conn, address)
         finally:
+            with self._idle:
+                self._unstarted.discard(conn)
+                self._idle.notify_all()
             self.shutdown_request(conn)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """An unexpected error serving a connection: logged (not printed to stderr)."""
         self.etl.logger.exception("error while serving %s", client_address)
 
-    def begin_request(self) -> None:
-        """Count a request in flight."""
+    def begin_request(self, conn: socket.socket) -> None:
+        """Count a request in flight (on ``conn``)."""
         with self._idle:
             self._in_flight += 1
+            self._unstarted.discard(conn)
 
     def end_request(self) -> None:
         """Count a request done."""
@@ -143,10 +156,17 @@ class ThreadingETLHTTPServer(HTTPServer):
                 self._idle.notify_all()
 
     def finish_in_flight(self, timeout: float) -> None:
-        """Stop taking new requests and wait (at most ``timeout``) for those in flight."""
+        """Stop taking new requests and wait (at most ``timeout``) for those in flight, and
+        (at most :data:`STOP_LINGER` seconds) for connections yet to send their first."""
         self.stopping = True
+        started = time.monotonic()
         with self._idle:
-            if not self._idle.wait_for(lambda: self._in_flight == 0, timeout=timeout):
+            self._idle.wait_for(
+                lambda: self._in_flight == 0 and not self._unstarted,
+                timeout=min(STOP_LINGER, timeout),
+            )
+            left = max(timeout - (time.monotonic() - started), 0.0)
+            if not self._idle.wait_for(lambda: self._in_flight == 0, timeout=left):
                 self.etl.logger.warning(
                     "%d request(s) still running after the grace period", self._in_flight
                 )
@@ -195,7 +215,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if not parsed:
             return
-        self.server.begin_request()
+        self.server.begin_request(self.connection)
         try:
             self._serve()
         except (ClientGone, OSError) as exc:
