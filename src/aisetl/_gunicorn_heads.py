@@ -29,6 +29,7 @@ from typing import Any
 from gunicorn.workers import gthread
 from gunicorn.workers.gthread import ThreadWorker
 
+from aisetl.acceptor import STOP_LINGER
 from aisetl.head_deadline import head_timeout_reply
 from aisetl.http11 import serialize
 from aisetl.probe_fastpath import probe_answer
@@ -40,9 +41,6 @@ ATTRIBUTES = ("poller", "nr_conns", "keepalived_conns", "alive", "cfg")
 HEAD_LIMIT = 64 * 1024
 #: Seconds between two looks for heads past their deadline.
 SCAN_INTERVAL = 0.1
-#: Once the worker stops, how long a connection that has sent nothing yet is still waited for
-#: (one accepted just before may carry a request, a readiness probe say).
-STOP_LINGER = 2.0
 _END = b"\r\n\r\n"
 _READ = 64 * 1024
 _IGNORED_ACCEPT_ERRORS = (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK)
