@@ -147,3 +147,28 @@ def test_probes_are_answered_only_while_the_owner_says_so(ready: bool) -> None:
             with conn:
                 conn.settimeout(5)
                 assert conn.recv(4096) == PROBE
+
+
+def test_a_paused_acceptor_leaves_new_connections_waiting_until_it_resumes() -> None:
+    """gunicorn pauses accepting while a worker holds its most connections."""
+    request = b"PUT /b/o HTTP/1.1\r\nContent-Length: 1\r\n\r\na"
+    handed: queue.SimpleQueue[Accepted] = queue.SimpleQueue()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        acceptor = Acceptor(listener, handed.put, lambda exc: None)
+        thread = threading.Thread(target=acceptor.run, args=(0.05,), daemon=True)
+        thread.start()
+        try:
+            acceptor.pause(True)
+            time.sleep(0.2)  # a poll interval and more: the listener is off
+            with socket.create_connection(listener.getsockname()) as client:
+                client.sendall(request)
+                time.sleep(0.3)
+                assert handed.empty()  # waiting in the listen queue, not accepted
+                acceptor.pause(False)
+                conn, _ = handed.get(timeout=5)
+                with conn:
+                    conn.settimeout(5)
+                    assert conn.recv(4096) == request
+        finally:
+            acceptor.stop()
+            thread.join(5)

@@ -1,4 +1,4 @@
-"""The threaded server's accepting loop: readiness probes first, connections handed on.
+"""The threaded servers' accepting loop: readiness probes first, connections handed on.
 
 Every time the listening socket is ready the loop takes every connection that is waiting
 (up to a batch) without blocking: the socket is shared with the other worker processes, which
@@ -55,6 +55,7 @@ class Acceptor:
         self._hold_seconds = hold_seconds
         self._answers_probes = answers_probes
         self._stop_linger = stop_linger
+        self._paused = False
         self._held: dict[int, tuple[Accepted, float]] = {}  # fd: connection, when to let go
         self._stop = threading.Event()
         self._stopped = threading.Event()  # set while run() is not running
@@ -67,22 +68,29 @@ class Acceptor:
         self._listener.setblocking(False)
         self._stopped.clear()
         linger_until: float | None = None
+        listening = False
         try:
             with selectors.DefaultSelector() as selector:
-                selector.register(self._listener, selectors.EVENT_READ)
                 while True:
                     now = time.monotonic()
                     if linger_until is None and self._stop.is_set():
-                        selector.unregister(self._listener)  # the other workers take them
                         linger_until = now + self._stop_linger
                     if linger_until is not None and (not self._held or now >= linger_until):
                         break
+                    wanted = linger_until is None and not self._paused
+                    if wanted != listening:  # when stopped, the other workers take them
+                        if wanted:
+                            selector.register(self._listener, selectors.EVENT_READ)
+                        else:
+                            selector.unregister(self._listener)
+                        listening = wanted
                     wait = self._wait(poll_interval)
                     if linger_until is not None:
                         wait = min(wait, linger_until - now)
                     for key, _ in selector.select(max(wait, 0.0)):
                         if key.fileobj is self._listener:
-                            self._accept(selector)
+                            if not self._paused:
+                                self._accept(selector)
                         else:
                             self._first_bytes(selector, key.fd)
                     self._let_go(selector, time.monotonic())
@@ -91,6 +99,11 @@ class Acceptor:
                 self._held.clear()
         finally:
             self._stopped.set()
+
+    def pause(self, paused: bool) -> None:
+        """Take no new connection for now (``True``), or take them again; the connections
+        held are still looked after. Takes effect within ``poll_interval``."""
+        self._paused = paused
 
     def stop(self) -> None:
         """Make :meth:`run` return, and wait until it has (call it from another thread)."""
