@@ -29,7 +29,7 @@ import uvicorn
 from aisetl import drain
 from aisetl._uvicorn_deadline import with_header_timeout
 from aisetl._uvicorn_ws import FrameWebSocketProtocol
-from aisetl.acceptor import Acceptor
+from aisetl.acceptor import STOP_LINGER, Acceptor
 from aisetl.config import Settings
 from aisetl.watch import in_flight
 
@@ -94,7 +94,7 @@ class GracefulServer(uvicorn.Server):
         await super().startup(sockets=[] if sockets else sockets)
         self._turned = time.monotonic()
         self._acceptors = []
-        self._joining: set[asyncio.Task[Any]] = set()
+        self._joined: list[asyncio.Task[Any]] | None = None  # kept only once stopping
         if not sockets or self.should_exit:
             return
         loop = asyncio.get_running_loop()
@@ -120,8 +120,8 @@ class GracefulServer(uvicorn.Server):
         """Give an accepted connection to uvicorn's protocol (on the loop)."""
         loop = asyncio.get_running_loop()
         task = loop.create_task(loop.connect_accepted_socket(self._new_protocol, conn))
-        self._joining.add(task)
-        task.add_done_callback(self._joining.discard)
+        if self._joined is not None:
+            self._joined.append(task)
         task.add_done_callback(functools.partial(_joined, conn))
 
     def _new_protocol(self) -> asyncio.Protocol:
@@ -134,15 +134,27 @@ class GracefulServer(uvicorn.Server):
         return protocol
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._joined = []  # the connections handed over from now on
         for acceptor, _ in getattr(self, "_acceptors", []):
             # Before uvicorn closes the sockets; the connections it still held get a moment
             # to send their first request, and those that do are served.
             await asyncio.to_thread(acceptor.stop)
-        joining = getattr(self, "_joining", None)
-        if joining:
-            await asyncio.gather(*joining, return_exceptions=True)
-            await asyncio.sleep(0.01)  # their first bytes (already here) are read
+        await self._first_requests_begun(time.monotonic() + STOP_LINGER)
         await super().shutdown(sockets=sockets)
+
+    async def _first_requests_begun(self, deadline: float) -> None:
+        """Wait (until ``deadline``) for the connections joined during the stop to begin
+        their request: uvicorn's shutdown closes a connection that has none yet."""
+        joined = await asyncio.gather(*(self._joined or ()), return_exceptions=True)
+        protocols = [pair[1] for pair in joined if isinstance(pair, tuple)]
+
+        def waiting(protocol: Any) -> bool:
+            transport = getattr(protocol, "transport", None)
+            closed = transport is None or transport.is_closing()
+            return getattr(protocol, "cycle", None) is None and not closed
+
+        while any(waiting(protocol) for protocol in protocols) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if drain.reason() is None:
