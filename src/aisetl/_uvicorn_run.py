@@ -84,7 +84,7 @@ class GracefulServer(uvicorn.Server):
     answers them when it turns again, or never, as a kubelet should see.
     """
 
-    _acceptors: list[tuple[Acceptor, threading.Thread]]
+    _acceptors: list[Acceptor]
     _turned = 0.0  # when the loop last ran its tick (time.monotonic)
 
     def _loop_turning(self) -> bool:
@@ -112,9 +112,8 @@ class GracefulServer(uvicorn.Server):
                 lambda exc: _LOG.warning("accepting a connection failed: %s", exc),
                 answers_probes=self._loop_turning,
             )
-            thread = threading.Thread(target=acceptor.run, name="aisetl-accept", daemon=True)
-            thread.start()
-            self._acceptors.append((acceptor, thread))
+            threading.Thread(target=acceptor.run, name="aisetl-accept", daemon=True).start()
+            self._acceptors.append(acceptor)
 
     def _join_loop(self, conn: socket.socket) -> None:
         """Give an accepted connection to uvicorn's protocol (on the loop)."""
@@ -122,7 +121,7 @@ class GracefulServer(uvicorn.Server):
         task = loop.create_task(loop.connect_accepted_socket(self._new_protocol, conn))
         if self._joined is not None:
             self._joined.append(task)
-        task.add_done_callback(functools.partial(_joined, conn))
+        task.add_done_callback(functools.partial(_close_unjoined, conn))
 
     def _new_protocol(self) -> asyncio.Protocol:
         protocol: asyncio.Protocol = self.config.http_protocol_class(  # type: ignore[call-arg]
@@ -135,7 +134,7 @@ class GracefulServer(uvicorn.Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self._joined = []  # the connections handed over from now on
-        for acceptor, _ in getattr(self, "_acceptors", []):
+        for acceptor in getattr(self, "_acceptors", []):
             # Before uvicorn closes the sockets; the connections it still held get a moment
             # to send their first request, and those that do are served.
             await asyncio.to_thread(acceptor.stop)
@@ -150,8 +149,11 @@ class GracefulServer(uvicorn.Server):
 
         def waiting(protocol: Any) -> bool:
             transport = getattr(protocol, "transport", None)
-            closed = transport is None or transport.is_closing()
-            return getattr(protocol, "cycle", None) is None and not closed
+            if transport is None or transport.is_closing():
+                return False
+            if transport.get_protocol() is not protocol:  # upgraded to WebSocket
+                return False
+            return getattr(protocol, "cycle", None) is None
 
         while any(waiting(protocol) for protocol in protocols) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
@@ -186,7 +188,7 @@ class GracefulServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def _joined(conn: socket.socket, task: asyncio.Task[Any]) -> None:
+def _close_unjoined(conn: socket.socket, task: asyncio.Task[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:  # the client left at once
         _LOG.debug("connection not served: %s", task.exception())
         conn.close()
