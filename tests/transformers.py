@@ -124,10 +124,13 @@ class CpuHeavy(ETLServer):
 
 
 class FailNamed(ETLServer):
-    """``Upper``, except that objects whose name contains ``bad`` fail."""
+    """``Upper``, except that objects whose name contains ``bad`` fail (after 0.5 s when it
+    contains ``slow-bad``, so that what is sent just after is queued by then)."""
 
     def transform(self, data: bytes | str, path: str, etl_args: str) -> bytes:
         if "bad" in path:
+            if "slow-bad" in path:
+                time.sleep(0.5)
             raise ValueError(f"asked to fail for {path}")
         assert isinstance(data, bytes)
         return upper(data)

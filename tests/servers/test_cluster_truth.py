@@ -96,12 +96,13 @@ def test_a_closed_ws_connection_strands_its_queued_tasks(
             cwd=str(REPO), init_timeout=60,
         )  # fmt: skip
         bucket = tgt.bucket("b")
-        for name in ("bad", "after-1", "after-2"):
+        # The failing one takes 0.5 s: the two behind it are on the connection by then.
+        for name in ("slow-bad", "after-1", "after-2"):
             bucket.put(name, payload(2000, seed=len(name)))
 
         async def three() -> list[TransformResult]:
             tasks = []
-            for name in ("bad", "after-1", "after-2"):
+            for name in ("slow-bad", "after-1", "after-2"):
                 tasks.append(asyncio.ensure_future(tgt.core.transform(etl, "b", name, fqn=False)))
                 await asyncio.sleep(0.01)
             return list(await asyncio.gather(*tasks))

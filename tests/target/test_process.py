@@ -21,6 +21,7 @@ if mode == "crash":
     sys.exit(3)
 if mode == "stubborn":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    print("SIGTERM ignored", flush=True)
 
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
@@ -102,10 +103,12 @@ def test_never_healthy(script: str) -> None:
 
 
 def test_stop_escalates_to_sigkill(script: str, tmp_path: Path) -> None:
-    process = ServerProcess(
-        [sys.executable, script, "0", "stubborn"], port=0, log_path=tmp_path / "log"
-    )
-    time.sleep(0.3)
+    log = tmp_path / "log"
+    process = ServerProcess([sys.executable, script, "0", "stubborn"], port=0, log_path=log)
+    ready = time.monotonic() + 30  # on a loaded machine the interpreter may take a while
+    while "SIGTERM ignored" not in (log.read_text() if log.exists() else ""):
+        assert time.monotonic() < ready, "the stubborn server never started"
+        time.sleep(0.02)
     started = time.monotonic()
     assert process.stop(grace=0.3) == -9
     assert time.monotonic() - started < 3 and not process.alive
