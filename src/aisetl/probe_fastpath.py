@@ -63,9 +63,10 @@ class Waiting(enum.Enum):
     OTHER = "something else (bytes, the peer's end, an error): for the ordinary path"
 
 
-def answer_waiting_probe(sock: socket.socket) -> Waiting:
-    """Answer a probe that already arrived whole on a new connection (the caller then closes
-    it). Nothing is read unless it is such a probe."""
+def _take_waiting_probe(sock: socket.socket) -> bytes | Waiting:
+    """The answer to a probe that already arrived whole on ``sock``, its bytes consumed (so
+    that closing then sends a FIN), or what was found instead, nothing read. Raises
+    ``OSError`` when consuming the probe fails (the prober is gone)."""
     try:
         data = sock.recv(_PEEK, socket.MSG_PEEK | socket.MSG_DONTWAIT)
     except BlockingIOError:
@@ -75,9 +76,18 @@ def answer_waiting_probe(sock: socket.socket) -> Waiting:
     answer = probe_answer(data)
     if answer is None:
         return Waiting.OTHER
+    sock.recv(len(data), socket.MSG_DONTWAIT)
+    return answer
+
+
+def answer_waiting_probe(sock: socket.socket) -> Waiting:
+    """Answer a probe that already arrived whole on a new connection (the caller then closes
+    it). Nothing is read unless it is such a probe."""
     try:
-        sock.recv(len(data), socket.MSG_DONTWAIT)  # consumed: closing then sends a FIN
-        sock.send(answer, socket.MSG_DONTWAIT)  # a new socket's buffer holds it whole
+        taken = _take_waiting_probe(sock)
+        if isinstance(taken, Waiting):
+            return taken
+        sock.send(taken, socket.MSG_DONTWAIT)  # a new socket's buffer holds it whole
     except OSError:
         pass  # the prober is gone; closing is all that is left to do
     return Waiting.ANSWERED
@@ -88,12 +98,9 @@ def answer_waiting_probe_fd(fd: int, family: int) -> bytes | None:
     (to be written through the transport), or ``None`` leaving the connection untouched."""
     sock = socket.socket(family, socket.SOCK_STREAM, fileno=fd)
     try:
-        data = sock.recv(_PEEK, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        answer = probe_answer(data)
-        if answer is not None:
-            sock.recv(len(data), socket.MSG_DONTWAIT)
-        return answer
+        taken = _take_waiting_probe(sock)
     except OSError:
         return None
     finally:
         sock.detach()  # the fd stays the transport's
+    return None if isinstance(taken, Waiting) else taken
