@@ -35,7 +35,6 @@ class SizedBody:
         self._make_room(self.size + len(piece))
         self._buffer.write(piece)
         self.size += len(piece)
-        self._room = max(self._room, self.size)
 
     def receive(self, sock: socket.socket, most: int) -> int:
         """Read up to ``most`` of the missing bytes from ``sock`` straight into place; the
