@@ -48,7 +48,7 @@ class ServerKind:
         self, transform: str, workers: int, ref_python: str | None
     ) -> tuple[list[str], dict[str, str]]:
         """argv (``{port}`` left to the launcher) and extra environment."""
-        env = {"PYTHONPATH": str(REPO), "AISETL_THREADS": str(THREADS)}
+        env = {"PYTHONPATH": f"{REPO}/src:{REPO}", "AISETL_THREADS": str(THREADS)}
         if self.framework == "granian":  # our FastAPI app on Granian (pip install granian)
             env["BENCH_TRANSFORM"] = transform
             argv = [
