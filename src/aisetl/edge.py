@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from aisetl.config import Settings
 from aisetl.protocol import (
@@ -52,23 +52,25 @@ class Headers:
     same in every server.)
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("_first", "_items")
 
     def __init__(self, items: Iterable[tuple[str, str]]) -> None:
         self._items = [(name.lower(), value) for name, value in items]
+        self._first = dict(reversed(self._items))  # reversed: the first copy is the one kept
 
     @classmethod
     def from_raw(cls, items: Iterable[tuple[bytes, bytes]]) -> Headers:
         """From ASGI-style ``(name, value)`` byte pairs."""
-        return cls((name.decode("latin-1"), value.decode("latin-1")) for name, value in items)
+        headers = cls.__new__(cls)
+        headers._items = [
+            (name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in items
+        ]
+        headers._first = dict(reversed(headers._items))
+        return headers
 
     def get(self, name: str) -> str | None:
         """The first value of ``name``, or ``None``."""
-        key = name.lower()
-        for item, value in self._items:
-            if item == key:
-                return value
-        return None
+        return self._first.get(name.lower())
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name``, in the order they arrived."""
@@ -76,8 +78,11 @@ class Headers:
         return [value for item, value in self._items if item == key]
 
 
-@dataclass(frozen=True)
-class RequestHead:
+# The per-request records are named tuples: immutable like frozen dataclasses, and built
+# several times faster (every object builds four of them).
+
+
+class RequestHead(NamedTuple):
     """What an adapter knows of a request before reading its body."""
 
     method: str
@@ -88,8 +93,7 @@ class RequestHead:
     chunked: bool = False  # the body is chunked (Transfer-Encoding)
 
 
-@dataclass(frozen=True)
-class ObjectRequest:
+class ObjectRequest(NamedTuple):
     """One object to transform, as the target described it."""
 
     path: str
@@ -101,12 +105,18 @@ class ObjectRequest:
 
     @classmethod
     def from_http(
-        cls, method: str, raw_path: str, query: str, node_url: str | None
+        cls,
+        method: str,
+        raw_path: str,
+        query: str,
+        node_url: str | None,
+        path: str | None = None,
     ) -> ObjectRequest:
-        """Build from an HTTP request: method, raw (still escaped) path, raw query, hop header."""
+        """Build from an HTTP request: method, raw (still escaped) path, raw query, hop header
+        (``path``: the raw path already decoded, when the caller has it)."""
         params = parse_query(query) if query else {}
         return cls(
-            path=decode_path(raw_path),
+            path=decode_path(raw_path) if path is None else path,
             etl_args=params.get(QPARAM_ETL_ARGS, "").strip(),
             fqn=params.get(QPARAM_ETL_FQN, "").strip(),
             pipeline=node_url,
@@ -125,8 +135,7 @@ class ObjectRequest:
         )
 
 
-@dataclass(frozen=True)
-class DownloadRequest:
+class DownloadRequest(NamedTuple):
     """``POST /download``: fetch ``url`` and transform it as object ``path`` (PROTOCOL.md §13)."""
 
     url: str
@@ -142,16 +151,14 @@ class Body(enum.Enum):
     STREAM = "stream"  # hand the transform a reader
 
 
-@dataclass(frozen=True)
-class Admitted:
+class Admitted(NamedTuple):
     """A request the flow will handle; ``body`` says how to read what follows the head."""
 
     request: ObjectRequest | DownloadRequest
     body: Body
 
 
-@dataclass(frozen=True)
-class Refused:
+class Refused(NamedTuple):
     """A request answered at once: ``failure`` for ``path``; ``close`` when a body may follow."""
 
     failure: Failure
@@ -175,7 +182,7 @@ def admit(head: RequestHead, settings: Settings, streaming: bool) -> Admitted | 
     if mangled is not None:
         return Refused(Failure(400, mangled), path, close=head.method == "PUT")
     request = ObjectRequest.from_http(
-        head.method, head.raw_path, head.raw_query, head.headers.get(HEADER_NODE_URL)
+        head.method, head.raw_path, head.raw_query, head.headers.get(HEADER_NODE_URL), path
     )
     if head.method == "GET":
         return Admitted(request, Body.NONE)
