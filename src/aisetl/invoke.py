@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
@@ -107,7 +106,6 @@ class Invoker:
         settings = server.settings
         self._limiter = TransformLimiter(settings.transform_concurrency, settings.threads)
         self.policy = InlinePolicy()
-        self._inline = threading.local()
         self._async_limit = settings.async_concurrency
         self._async_slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         self.batcher = _batcher(server, self._run_async) if server.batched else None
@@ -159,42 +157,46 @@ class Invoker:
             except Exception as exc:
                 raise self.batch_failure(exc, request) from exc
             return self._batch_result(outcome, request)
-        inline = getattr(self._inline, "active", False)
-        try:
-            if server.transform_is_async:
+        if server.transform_is_async:
+            try:
                 coro: Any = self.transform_async(data, request)
                 result = self._run_async(coro if bound is None else bound(coro))
-            else:
-                # On an event loop a slot must never be waited for: the loop would stop.
-                with contextlib.nullcontext() if inline else self._limiter.slot():
-                    clock = CallClock()
-                    try:
-                        result = server.transform(data, request.path, request.etl_args)
-                    finally:
-                        seconds, waited = clock.stop()
-                        self.policy.record(seconds, inline, waited)
-        except (Failure, ClientGone):
-            raise
-        except Exception as exc:
-            if inline and not _deliberate(exc):
-                raise RunOffLoop from exc
-            raise self.failure(exc, request) from exc
-        return as_bytes(result, "transform()")
+            except (Failure, ClientGone):
+                raise
+            except Exception as exc:
+                raise self.failure(exc, request) from exc
+            return as_bytes(result, "transform()")
+        with self._limiter.slot():
+            return self._call_sync(data, request, inline=False)
 
     def transform_inline(self, data: bytes, request: ObjectRequest) -> bytes | None:
         """:meth:`transform` on an event loop thread; ``None``: run it on the pool instead.
 
         ``None`` when the transform raised an unexpected exception there (some code cannot run
         on an event loop, e.g. ``asyncio.run``); inline execution then stays off for a while.
+        On an event loop a slot must never be waited for (the loop would stop), so none is.
         """
-        self._inline.active = True
         try:
-            return self.transform(data, request)
+            return self._call_sync(data, request, inline=True)
         except RunOffLoop:
             self.policy.hold()
             return None
+
+    def _call_sync(self, data: bytes | str, request: ObjectRequest, inline: bool) -> bytes:
+        """The synchronous ``transform``, timed for the inline policy, its failure mapped."""
+        clock = CallClock()
+        try:
+            result = self._server.transform(data, request.path, request.etl_args)
+        except (Failure, ClientGone):
+            raise
+        except Exception as exc:
+            if inline and not _deliberate(exc):
+                raise RunOffLoop from exc
+            raise self.failure(exc, request) from exc
         finally:
-            self._inline.active = False
+            seconds, waited = clock.stop(self.policy.limit)  # (quick: the policy's own limit)
+            self.policy.record(seconds, inline, waited)
+        return result if type(result) is bytes else as_bytes(result, "transform()")
 
     def may_inline(self, size: int, limit: int) -> bool:
         """Whether a synchronous transform of ``size`` bytes may run on the loop now."""
