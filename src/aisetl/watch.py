@@ -113,6 +113,21 @@ class Watcher:
 class Watch:
     """One object: bounds, reserved memory, bytes, time, and how it ended."""
 
+    # What most objects never change is a class default, set on the instance only when it
+    # changes (an object builds one watch; each assignment saved counts on small objects).
+    bytes_in = 0
+    bytes_out = 0
+    status = 0
+    _reserved = 0
+    _transform_seconds: float | None = None
+    _failure: Failure | None = None
+    _reason = ""
+    _gone = False
+    _overran = False
+    _abandoned = False
+    _running = 0  # guarded transform calls still running (an abandoned one, at the end)
+    _done = False
+
     def __init__(
         self,
         watcher: Watcher,
@@ -129,20 +144,8 @@ class Watch:
         self.started = time.monotonic()
         seconds = watcher.settings.obj_timeout
         self.bounds = Bounds(Deadline(seconds, self.started) if seconds > 0 else None, gone)
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.status = 0
         self._logs_failures = logs_failures
-        self._reserved = 0
-        self._transform_seconds: float | None = None
-        self._failure: Failure | None = None
-        self._reason = ""
-        self._gone = False
-        self._overran = False
-        self._abandoned = False
-        self._running = 0  # guarded transform calls still running (an abandoned one, at the end)
         self._lock = threading.Lock()
-        self._done = False
         self._counted = counted
         if counted:
             _opened(1)
