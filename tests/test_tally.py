@@ -83,6 +83,24 @@ def test_objects_leave_the_gauge_only_after_their_counts_are_written() -> None:
     assert order == ["objects.inc", "puts.inc", "in_flight.dec"]
 
 
+def test_a_sampled_gauge_is_read_at_each_flush_and_the_last_reader_counts() -> None:
+    registry = CollectorRegistry()
+    _, _, in_flight = _metrics(registry)
+    reserved = Gauge("reserved", "bytes", registry=registry)
+    tally = Tally(in_flight)
+    level = [5.0]
+    tally.sample(reserved, lambda: level[0])
+    assert _samples(registry)[("reserved", ())] == 0  # read only when written
+    tally.flush()
+    assert _samples(registry)[("reserved", ())] == 5
+    level[0] = 7.0
+    tally.flush()
+    assert _samples(registry)[("reserved", ())] == 7
+    tally.sample(reserved, lambda: 1.0)  # (a newer reader replaces the older one)
+    tally.flush()
+    assert _samples(registry)[("reserved", ())] == 1
+
+
 def test_a_histogram_without_the_usual_layout_is_observed_value_by_value(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -102,19 +120,14 @@ def test_a_histogram_without_the_usual_layout_is_observed_value_by_value(
     }
 
 
-def test_gauges_take_the_sum_of_their_changes_and_the_last_value_set() -> None:
+def test_a_gauge_takes_the_sum_of_its_changes() -> None:
     registry = CollectorRegistry()
     queued = Gauge("queued", "queued", registry=registry)
-    reserved = Gauge("reserved", "reserved", registry=registry)
     tally = Tally(Gauge("in_flight", "in flight", registry=registry))
     for delta in (1, 1, 1, -1):
         tally.add(queued, delta)
-    for value in (10, 30, 20):
-        tally.set(reserved, value)
     tally.flush()
-    samples = _samples(registry)
-    assert samples[("queued", ())] == 2
-    assert samples[("reserved", ())] == 20
+    assert _samples(registry)[("queued", ())] == 2
 
 
 def test_counts_are_written_by_the_process_s_own_thread() -> None:

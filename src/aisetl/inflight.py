@@ -55,7 +55,10 @@ class InflightBytes:
         self._lock = threading.Lock()
         self._waiters: collections.deque[_Waiter] = collections.deque()
         observer.memory_limit(self.limit)
-        observer.memory(0)
+        observer.memory(self._reserved_now)
+
+    def _reserved_now(self) -> int:
+        return self.reserved
 
     def _fits(self, size: int) -> bool:
         return self.limit == 0 or self.reserved == 0 or self.reserved + size <= self.limit
@@ -75,14 +78,10 @@ class InflightBytes:
             waiter.granted = True
             waiter.wake()
 
-    def _report(self) -> None:
-        self._observer.memory(self.reserved)
-
     def acquire(self, size: int, timeout: float | None) -> bool:
         """Reserve ``size`` bytes, waiting at most ``timeout`` seconds (None: as long as needed)."""
         with self._lock:
             if self._take(size):
-                self._report()
                 return True
             event = threading.Event()
             waiter = _Waiter(size, event.set)
@@ -104,7 +103,6 @@ class InflightBytes:
             elif not keep:
                 self.reserved -= waiter.size
             self._grant()
-            self._report()
         self._observer.memory_waiting(-1, time.monotonic() - started)
         return waiter.granted and keep
 
@@ -112,7 +110,6 @@ class InflightBytes:
         """:meth:`acquire` on an event loop (the loop goes on serving while this waits)."""
         with self._lock:
             if self._take(size):
-                self._report()
                 return True
             loop = asyncio.get_running_loop()  # (only a wait needs a future and a wake-up)
             future: asyncio.Future[None] = loop.create_future()
@@ -135,7 +132,6 @@ class InflightBytes:
         """Count bytes that are already in memory (a result): never waits, may pass the bound."""
         with self._lock:
             self.reserved += size
-            self._report()
 
     def release(self, size: int) -> None:
         """Give back ``size`` reserved bytes and let waiters in."""
@@ -144,7 +140,6 @@ class InflightBytes:
         with self._lock:
             self.reserved -= size
             self._grant()
-            self._report()
 
     @property
     def waiting(self) -> int:

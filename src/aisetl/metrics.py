@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import (
@@ -111,8 +111,9 @@ class Observer:
     def memory_limit(self, limit: int) -> None:
         """The bound on bytes reserved for buffered objects (0: none)."""
 
-    def memory(self, reserved: int) -> None:
-        """Bytes reserved for buffered objects now."""
+    def memory(self, reserved: Callable[[], int]) -> None:
+        """How to read the bytes reserved for buffered objects now (read when counts are
+        written)."""
 
     def memory_waiting(self, delta: int, seconds: float = 0.0) -> None:
         """A body started (+1) or stopped (-1, after ``seconds``) waiting for memory."""
@@ -240,7 +241,7 @@ class PrometheusObserver(Observer):
         return child
 
     def object_started(self) -> None:
-        self.in_flight.inc()
+        self.in_flight.inc()  # at once: a scrape finding none in flight must have every count
 
     def object_finished(
         self,
@@ -298,8 +299,8 @@ class PrometheusObserver(Observer):
     def memory_limit(self, limit: int) -> None:
         self.inflight_limit.set(limit)
 
-    def memory(self, reserved: int) -> None:
-        self.tally.set(self.inflight_bytes, reserved)
+    def memory(self, reserved: Callable[[], int]) -> None:
+        self.tally.sample(self.inflight_bytes, reserved)
 
     def memory_waiting(self, delta: int, seconds: float = 0.0) -> None:
         self.waiting.inc(delta)

@@ -8,7 +8,9 @@ instead, under one lock, and :meth:`Tally.flush` writes the sums: every
 and when a worker stops.
 
 Objects leave ``aisetl_objects_in_flight`` in the flush that writes their counts, after them:
-a scrape that finds no object in flight has every count.
+a scrape that finds no object in flight has every count. A gauge whose value is a reading (the
+bytes reserved now) is read at each flush (:meth:`Tally.sample`) instead of being written at
+each change.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import bisect
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 #: Seconds between two writes of what was counted (how stale another worker's counts can be).
@@ -56,7 +59,7 @@ class Tally:
         self._counts: dict[Any, float] = {}
         self._observed: dict[Any, _Observed] = {}
         self._added: dict[Any, float] = {}
-        self._set: dict[Any, float] = {}
+        self._samplers: dict[Any, Callable[[], float]] = {}
         self._finished = 0
         self._started = False
         self._exit_hooked = False
@@ -77,12 +80,10 @@ class Tally:
         if not self._started:
             self._start()
 
-    def set(self, gauge: Any, value: float) -> None:
-        """``gauge.set(value)``, later (the last value set wins)."""
+    def sample(self, gauge: Any, read: Callable[[], float]) -> None:
+        """At each flush, ``gauge.set(read())`` (the last ``read`` given for a gauge counts)."""
         with self._lock:
-            self._set[gauge] = value
-        if not self._started:
-            self._start()
+            self._samplers[gauge] = read
 
     def finished(
         self,
@@ -125,8 +126,8 @@ class Tally:
                 counts, self._counts = self._counts, {}
                 observed, self._observed = self._observed, {}
                 added, self._added = self._added, {}
-                values, self._set = self._set, {}
                 finished, self._finished = self._finished, 0
+                samplers = list(self._samplers.items())
             for child, amount in counts.items():
                 child.inc(amount)
             for child, seen in observed.items():
@@ -139,8 +140,8 @@ class Tally:
                         child._buckets[index].inc(hits)
             for gauge, delta in added.items():
                 gauge.inc(delta)
-            for gauge, value in values.items():
-                gauge.set(value)
+            for gauge, read in samplers:
+                gauge.set(read())
             if finished:
                 self._in_flight.dec(finished)
 
@@ -163,7 +164,7 @@ class Tally:
         self._flushing = threading.Lock()
         self._started = False
         # What the parent had not written yet is the parent's to write, not the child's too.
-        self._counts, self._observed, self._added, self._set = {}, {}, {}, {}
+        self._counts, self._observed, self._added = {}, {}, {}
         self._finished = 0
 
     def _flush_often(self) -> None:
