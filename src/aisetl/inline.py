@@ -86,10 +86,16 @@ class CallClock:
         self._cpu = time.thread_time()
         self._switches = _voluntary_switches()
 
-    def stop(self) -> tuple[float, bool]:
+    def stop(self, quick: float = 0.0) -> tuple[float, bool]:
         """The call's duration as the policy should see it, and whether the thread gave up the
-        CPU to wait during it (Linux only), read once at the call's end."""
+        CPU to wait during it (Linux only), read once at the call's end.
+
+        A call of at most ``quick`` seconds of wall time is quick however it spent them: its
+        wall time is returned without reading the thread's clocks (two system calls fewer).
+        """
         wall = time.perf_counter() - self._wall
+        if wall <= quick:
+            return wall, False
         waited = _RUSAGE_THREAD and _voluntary_switches() != self._switches
         if not _RUSAGE_THREAD or waited:
             return wall, waited

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+import time
+
 import pytest
 
-from aisetl.inline import InlinePolicy
+from aisetl import inline
+from aisetl.inline import CallClock, InlinePolicy
 from aisetl.target import EmulatedTarget
 
 from .conftest import Launcher, health_ok
@@ -45,6 +49,37 @@ def test_policy_a_slow_call_that_waited_ends_inline_execution_for_good() -> None
     for _ in range(1000):
         policy.record(0.0001, inline=False)
     assert not policy.inline
+
+
+def test_clock_reads_no_thread_clock_for_a_quick_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = CallClock()
+
+    def unwanted() -> int:
+        raise AssertionError("a quick call read the thread's clocks")
+
+    monkeypatch.setattr(inline, "_voluntary_switches", unwanted)
+    monkeypatch.setattr(inline.time, "thread_time", unwanted)
+    seconds, waited = clock.stop(quick=1.0)
+    assert 0 <= seconds <= 1.0 and not waited
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the switch count is Linux's")
+def test_clock_tells_a_wait_past_the_quick_limit() -> None:
+    clock = CallClock()
+    time.sleep(0.01)
+    seconds, waited = clock.stop(quick=0.001)
+    assert waited and seconds >= 0.01
+    outcomes = []
+    for _ in range(5):  # (another thread taking the interpreter lock is a wait: try again)
+        clock = CallClock()
+        deadline = time.perf_counter() + 0.003
+        while time.perf_counter() < deadline:  # on the CPU the whole time: not a wait
+            pass
+        outcomes.append(clock.stop(quick=0.001))
+        if not outcomes[-1][1]:
+            break
+    seconds, waited = outcomes[-1]
+    assert not waited and seconds > 0.001, outcomes
 
 
 @pytest.mark.parametrize("comm", ["hpush", "ws"])
