@@ -15,13 +15,17 @@ straight into one buffer of the body's size (:mod:`aisetl.sized_body`) and wakes
 once, when the body is complete.
 
 A reply's status line and headers wait for its first body bytes and go out with them in one
-write (uvicorn writes them apart: two system calls per small reply instead of one).
+write (uvicorn writes them apart: two system calls per small reply instead of one). A reply
+whose body is already whole skips the two ASGI messages altogether: :func:`send_whole` builds
+its head and writes it with the body, with the cycle left as uvicorn's own ``send`` would.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import Any
 
 import httptools
@@ -93,6 +97,61 @@ async def receive_whole(receive: Callable[[], Awaitable[Any]], length: int) -> b
     if cycle.disconnected:
         raise ClientGone("client disconnected before the body was complete")
     return whole.value()
+
+
+#: Bytes a header name may not hold (anything but an RFC 9110 token character).
+_NOT_TOKEN = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
+#: Bytes a header value may not hold (control characters other than tab).
+_NOT_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+#: Status lines by code, for the codes this module writes itself.
+_STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
+
+
+async def send_whole(
+    send: Callable[[Any], Awaitable[None]],
+    status: int,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+    head_only: bool = False,
+) -> bool:
+    """Send a reply whose body is whole: its head (uvicorn's default headers, ``headers``, a
+    ``Content-Length``) and body in one write, then finish the cycle as uvicorn's ``send`` of
+    the two ASGI messages would (keep-alive or close, the next pipelined request).
+
+    ``False``, with nothing sent, when ``send`` is not our cycle's or the reply is not one this
+    covers (a ``Connection`` header of its own, a header uvicorn would refuse, an access log
+    to write): send it message by message then.
+    """
+    cycle = getattr(send, "__self__", None)
+    line = _STATUS_LINES.get(status)
+    if not isinstance(cycle, _Cycle) or cycle.response_started or cycle.access_log or not line:
+        return False
+    parts = [line]
+    for name, value in (*cycle.default_headers, *headers):
+        if name == b"connection" or _NOT_TOKEN.search(name) or _NOT_VALUE.search(value):
+            return False
+        parts += (name, b": ", value, b"\r\n")
+    parts += (b"content-length: ", b"%d" % len(body), b"\r\n")
+    if not cycle.keep_alive:
+        parts.append(b"connection: close\r\n")
+    parts.append(b"\r\n")
+    if cycle.flow.write_paused and not cycle.disconnected:
+        await cycle.flow.drain()
+    if cycle.disconnected:  # (uvicorn's send drops what is sent to a client that left)
+        return True
+    cycle.response_started = True
+    cycle.waiting_for_100_continue = False
+    head = b"".join(parts)
+    for data in (head,) if head_only else joined(head, body):
+        cycle.transport.write(data)
+    cycle.response_complete = True
+    cycle.message_event.set()
+    if not cycle.keep_alive:
+        cycle.transport.close()
+    cycle.on_response()
+    if cycle.flow.write_paused and not cycle.disconnected:
+        await cycle.flow.drain()  # as _Cycle.send: return once the bytes are on their way
+    return True
 
 
 class _Cycle(RequestResponseCycle):
@@ -188,7 +247,8 @@ def missing_hooks(base: type) -> list[str]:
 CYCLE_METHODS = ("send",)
 CYCLE_ATTRIBUTES = (
     "body", "more_body", "disconnected", "response_complete", "response_started",
-    "message_event", "flow", "waiting_for_100_continue", "transport",
+    "message_event", "flow", "waiting_for_100_continue", "transport", "keep_alive",
+    "default_headers", "access_log", "on_response",
 )  # fmt: skip
 #: Whether whole bodies skip uvicorn's copies (checked once, at import).
 _CYCLE_HOOKS_OK = not warn_missing(

@@ -12,7 +12,7 @@ import io
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from aisetl._uvicorn_http import receive_whole
+from aisetl._uvicorn_http import receive_whole, send_whole
 from aisetl.handoff import Handoff
 from aisetl.reply import Reply
 from aisetl.sized_body import SizedBody
@@ -111,6 +111,8 @@ async def send_reply(
         for name, value in reply.headers.items()
     ]
     if reply.stream is None:
+        if await send_whole(send, reply.status, headers, reply.body, head_only):
+            return
         headers.append((b"content-length", str(len(reply.body)).encode()))
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if head_only else reply.body})

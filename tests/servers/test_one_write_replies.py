@@ -1,0 +1,106 @@
+"""Replies whose body is whole go out in one write on FastAPI (``send_whole``), with the framing
+uvicorn's own two messages would give: its default headers, ``Content-Length``, keep-alive or
+close, pipelined requests answered in order. Checked on the wire, beside the other servers."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from aisetl.target import ETL, EmulatedTarget
+
+from ..transformers import upper
+from .conftest import FRAMEWORKS, REPO, TEST_ENV, health_ok, payload, serve_argv
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ETL]]:
+    with EmulatedTarget(tmp_path_factory.mktemp("one-write")) as target:
+        yield {
+            fw: target.launch(
+                f"one-write-{fw}",
+                serve_argv("tests.transformers:Upper", fw),
+                comm="hpush",
+                env=TEST_ENV,
+                cwd=str(REPO),
+                init_timeout=60,
+            )
+            for fw in FRAMEWORKS
+        }
+
+
+def _until_closed(etl: ETL, data: bytes) -> bytes:
+    with socket.create_connection((etl.server().host, etl.server().port), timeout=10) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _responses(data: bytes) -> list[tuple[bytes, dict[bytes, bytes], bytes]]:
+    """Split HTTP/1.1 responses framed by Content-Length: (status line, headers, body)."""
+    found = []
+    while data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        line, *fields = head.split(b"\r\n")
+        headers = {k.strip().lower(): v.strip() for k, _, v in (f.partition(b":") for f in fields)}
+        size = int(headers[b"content-length"])
+        found.append((line, headers, rest[:size]))
+        data = rest[size:]
+    return found
+
+
+def _put(path: str, body: bytes, version: str = "1.1", close: bool = False) -> bytes:
+    head = f"PUT /{path} HTTP/{version}\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+    return (head + ("Connection: close\r\n" if close else "") + "\r\n").encode() + body
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_pipelined_small_replies_come_whole_and_in_order(
+    servers: dict[str, ETL], framework: str
+) -> None:
+    etl = servers[framework]
+    bodies = [payload(100 + i, seed=i) for i in range(5)]
+    wire = b"".join(_put(f"b/o{i}", b, close=i == 4) for i, b in enumerate(bodies))
+    replies = _responses(_until_closed(etl, wire))
+    assert [line for line, _, _ in replies] == [b"HTTP/1.1 200 OK"] * 5
+    assert [body for _, _, body in replies] == [upper(b) for b in bodies]
+    assert replies[-1][1].get(b"connection") == b"close"
+    assert all(headers.get(b"connection") != b"close" for _, headers, _ in replies[:-1])
+    if framework == "fastapi":  # uvicorn's default headers are kept
+        assert all(b"date" in headers for _, headers, _ in replies)
+    assert health_ok(etl)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_an_http_1_0_request_is_answered_and_closed(
+    servers: dict[str, ETL], framework: str
+) -> None:
+    etl = servers[framework]
+    body = payload(300, seed=9)
+    replies = _responses(_until_closed(etl, _put("b/old", body, version="1.0")))
+    assert len(replies) == 1  # (the server closed the connection after it: the read ended)
+    line, headers, answer = replies[0]
+    assert line.startswith(b"HTTP/1.") and b" 200 " in line + b" ", line
+    assert answer == upper(body)
+    assert health_ok(etl)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_an_error_reply_keeps_the_connection_for_the_next_request(
+    servers: dict[str, ETL], framework: str
+) -> None:
+    etl = servers[framework]
+    wire = (
+        b"PUT /b/bad?etl_fqn=/nowhere/at/all HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+        + _put("b/next", b"after", close=True)
+    )
+    replies = _responses(_until_closed(etl, wire))
+    statuses = [line.split(b" ")[1] for line, _, _ in replies]
+    assert len(replies) == 2 and statuses[0] != b"200" and statuses[1] == b"200", replies
+    assert b"/nowhere/at/all" in replies[0][2]
+    assert replies[1][2] == upper(b"after")
+    assert health_ok(etl)
