@@ -103,6 +103,8 @@ async def receive_whole(receive: Callable[[], Awaitable[Any]], length: int) -> b
 _NOT_TOKEN = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
 #: Bytes a header value may not hold (control characters other than tab).
 _NOT_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+#: A request header asking to close the connection after the reply.
+_CLOSE = (b"connection", b"close")
 #: Status lines by code, for the codes this module writes itself.
 _STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
 
@@ -132,6 +134,8 @@ async def send_whole(
             return False
         parts += (name, b": ", value, b"\r\n")
     parts += (b"content-length: ", b"%d" % len(body), b"\r\n")
+    if _CLOSE in cycle.scope["headers"]:  # (uvicorn < 0.53 decides this in send, not before)
+        cycle.keep_alive = False
     if not cycle.keep_alive:
         parts.append(b"connection: close\r\n")
     parts.append(b"\r\n")
@@ -142,6 +146,7 @@ async def send_whole(
     cycle.response_started = True
     cycle.waiting_for_100_continue = False
     head = b"".join(parts)
+    head_only = head_only or cycle.scope["method"] == "HEAD"  # (a HEAD reply has no body)
     for data in (head,) if head_only else joined(head, body):
         cycle.transport.write(data)
     cycle.response_complete = True
@@ -248,7 +253,7 @@ CYCLE_METHODS = ("send",)
 CYCLE_ATTRIBUTES = (
     "body", "more_body", "disconnected", "response_complete", "response_started",
     "message_event", "flow", "waiting_for_100_continue", "transport", "keep_alive",
-    "default_headers", "access_log", "on_response",
+    "default_headers", "access_log", "on_response", "scope",
 )  # fmt: skip
 #: Whether whole bodies skip uvicorn's copies (checked once, at import).
 _CYCLE_HOOKS_OK = not warn_missing(

@@ -104,3 +104,24 @@ def test_an_error_reply_keeps_the_connection_for_the_next_request(
     assert b"/nowhere/at/all" in replies[0][2]
     assert replies[1][2] == upper(b"after")
     assert health_ok(etl)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_head_request_gets_a_head_without_a_body(servers: dict[str, ETL], framework: str) -> None:
+    etl = servers[framework]
+    with socket.create_connection((etl.server().host, etl.server().port), timeout=10) as sock:
+        sock.sendall(
+            b"HEAD /b/obj HTTP/1.1\r\nHost: x\r\n\r\n" + _put("b/next", b"then", close=True)
+        )
+        chunks = []
+        while chunk := sock.recv(1 << 16):
+            chunks.append(chunk)
+    data = b"".join(chunks)
+    head, _, rest = data.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] != b"200", head  # objects are PUT or GET
+    # No body after the HEAD answer's head (whatever its Content-Length says): the next
+    # bytes are the next answer, or nothing when the server closed after it.
+    assert not rest or rest.startswith(b"HTTP/1.1 200"), rest[:200]
+    if rest:
+        assert _responses(rest)[0][2] == upper(b"then")
+    assert health_ok(etl)
