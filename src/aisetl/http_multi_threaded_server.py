@@ -302,7 +302,7 @@ class _Handler(BaseHTTPRequestHandler):
                 reply,
                 close=self.close_connection,
                 chunked=chunked,
-                head_only=head_only,
+                head_only=head_only or self.command == "HEAD",  # a HEAD answer has no body
             )
         except Failure:
             # The status line is gone: break the framing so the target sees a read error
