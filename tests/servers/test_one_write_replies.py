@@ -1,37 +1,29 @@
 """Replies whose body is whole go out in one write on FastAPI (``send_whole``), with the framing
 uvicorn's own two messages would give: its default headers, ``Content-Length``, keep-alive or
-close, pipelined requests answered in order. Checked on the wire, beside the other servers."""
+close, pipelined requests answered in order, no body after a HEAD. Checked on the wire, beside
+the other servers."""
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 
 import pytest
 
-from aisetl.target import ETL, EmulatedTarget
+from aisetl.target import ETL
 
 from ..transformers import upper
-from .conftest import FRAMEWORKS, REPO, TEST_ENV, health_ok, payload, serve_argv
+from .conftest import FRAMEWORKS, Launcher, health_ok, payload
+
+pytestmark = pytest.mark.parametrize("framework", FRAMEWORKS)
 
 
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ETL]]:
-    with EmulatedTarget(tmp_path_factory.mktemp("one-write")) as target:
-        yield {
-            fw: target.launch(
-                f"one-write-{fw}",
-                serve_argv("tests.transformers:Upper", fw),
-                comm="hpush",
-                env=TEST_ENV,
-                cwd=str(REPO),
-                init_timeout=60,
-            )
-            for fw in FRAMEWORKS
-        }
+@pytest.fixture
+def etl(launch: Launcher, framework: str) -> ETL:
+    return launch(f"one-write-{framework}", "tests.transformers:Upper", framework, comm="hpush")
 
 
 def _until_closed(etl: ETL, data: bytes) -> bytes:
+    """Send raw bytes; read until the server closes the connection."""
     with socket.create_connection((etl.server().host, etl.server().port), timeout=10) as sock:
         sock.sendall(data)
         chunks = []
@@ -58,11 +50,7 @@ def _put(path: str, body: bytes, version: str = "1.1", close: bool = False) -> b
     return (head + ("Connection: close\r\n" if close else "") + "\r\n").encode() + body
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_pipelined_small_replies_come_whole_and_in_order(
-    servers: dict[str, ETL], framework: str
-) -> None:
-    etl = servers[framework]
+def test_pipelined_small_replies_come_whole_and_in_order(etl: ETL, framework: str) -> None:
     bodies = [payload(100 + i, seed=i) for i in range(5)]
     wire = b"".join(_put(f"b/o{i}", b, close=i == 4) for i, b in enumerate(bodies))
     replies = _responses(_until_closed(etl, wire))
@@ -75,11 +63,7 @@ def test_pipelined_small_replies_come_whole_and_in_order(
     assert health_ok(etl)
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_an_http_1_0_request_is_answered_and_closed(
-    servers: dict[str, ETL], framework: str
-) -> None:
-    etl = servers[framework]
+def test_an_http_1_0_request_is_answered_and_closed(etl: ETL) -> None:
     body = payload(300, seed=9)
     replies = _responses(_until_closed(etl, _put("b/old", body, version="1.0")))
     assert len(replies) == 1  # (the server closed the connection after it: the read ended)
@@ -89,11 +73,7 @@ def test_an_http_1_0_request_is_answered_and_closed(
     assert health_ok(etl)
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_an_error_reply_keeps_the_connection_for_the_next_request(
-    servers: dict[str, ETL], framework: str
-) -> None:
-    etl = servers[framework]
+def test_an_error_reply_keeps_the_connection_for_the_next_request(etl: ETL) -> None:
     wire = (
         b"PUT /b/bad?etl_fqn=/nowhere/at/all HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
         + _put("b/next", b"after", close=True)
@@ -106,17 +86,9 @@ def test_an_error_reply_keeps_the_connection_for_the_next_request(
     assert health_ok(etl)
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_a_head_request_gets_a_head_without_a_body(servers: dict[str, ETL], framework: str) -> None:
-    etl = servers[framework]
-    with socket.create_connection((etl.server().host, etl.server().port), timeout=10) as sock:
-        sock.sendall(
-            b"HEAD /b/obj HTTP/1.1\r\nHost: x\r\n\r\n" + _put("b/next", b"then", close=True)
-        )
-        chunks = []
-        while chunk := sock.recv(1 << 16):
-            chunks.append(chunk)
-    data = b"".join(chunks)
+def test_a_head_request_gets_a_head_without_a_body(etl: ETL) -> None:
+    head_request = b"HEAD /b/obj HTTP/1.1\r\nHost: x\r\n\r\n"
+    data = _until_closed(etl, head_request + _put("b/next", b"then", close=True))
     head, _, rest = data.partition(b"\r\n\r\n")
     assert head.split(b" ")[1] != b"200", head  # objects are PUT or GET
     # No body after the HEAD answer's head (whatever its Content-Length says): the next
