@@ -79,7 +79,7 @@ class Headers:
 
 
 # The per-request records are named tuples: immutable like frozen dataclasses, and built
-# several times faster (every object builds four of them).
+# several times faster (every admitted object builds three of them).
 
 
 class RequestHead(NamedTuple):
