@@ -232,10 +232,10 @@ class _Handler(BaseHTTPRequestHandler):
         path, _, query = self.path.partition("?")
         method = self.command
         if is_health_check(method, path):
-            self._send(health_reply(), head_only=method == "HEAD")
+            self._send(health_reply())
             return
         if is_metrics_request(method, path):
-            self._send(metrics_reply(self.server.etl.settings), head_only=method == "HEAD")
+            self._send(metrics_reply(self.server.etl.settings))
             return
         length = self.headers.get("Content-Length")
         coding = self.headers.get("Transfer-Encoding")
@@ -291,7 +291,7 @@ class _Handler(BaseHTTPRequestHandler):
             return  # the 408 is out and the socket is shut: a head cut short is no error
         self._send(malformed_request_reply(code, message or explain or "cannot parse it"))
 
-    def _send(self, reply: Reply, head_only: bool = False) -> None:
+    def _send(self, reply: Reply) -> None:
         chunked = self.request_version != "HTTP/1.0"
         stopping = self.server.stopping or draining.reason() is not None
         if stopping or (reply.stream is not None and not chunked):
@@ -302,7 +302,7 @@ class _Handler(BaseHTTPRequestHandler):
                 reply,
                 close=self.close_connection,
                 chunked=chunked,
-                head_only=head_only or self.command == "HEAD",  # a HEAD answer has no body
+                head_only=self.command == "HEAD",  # the answer to a HEAD has no body
             )
         except Failure:
             # The status line is gone: break the framing so the target sees a read error
