@@ -139,8 +139,7 @@ async def send_whole(
     if not cycle.keep_alive:
         parts.append(b"connection: close\r\n")
     parts.append(b"\r\n")
-    if cycle.flow.write_paused and not cycle.disconnected:
-        await cycle.flow.drain()
+    await _drained(cycle)
     if cycle.disconnected:  # (uvicorn's send drops what is sent to a client that left)
         return True
     cycle.response_started = True
@@ -154,9 +153,14 @@ async def send_whole(
     if not cycle.keep_alive:
         cycle.transport.close()
     cycle.on_response()
-    if cycle.flow.write_paused and not cycle.disconnected:
-        await cycle.flow.drain()  # as _Cycle.send: return once the bytes are on their way
+    await _drained(cycle)  # as _Cycle.send: return once the bytes are on their way
     return True
+
+
+async def _drained(cycle: RequestResponseCycle) -> None:
+    """Return once the transport takes writes again (at once unless it is paused)."""
+    if cycle.flow.write_paused and not cycle.disconnected:
+        await cycle.flow.drain()
 
 
 class _Cycle(RequestResponseCycle):
@@ -169,9 +173,8 @@ class _Cycle(RequestResponseCycle):
         # The last body bytes may still wait in the transport's buffer: return once it is
         # drained, so the memory the reply holds stays reserved until it is on the wire
         # (AISETL_MAX_INFLIGHT_BYTES), and a slow reader holds back this object only.
-        last = message["type"] == "http.response.body" and not message.get("more_body", False)
-        if last and self.flow.write_paused and not self.disconnected:
-            await self.flow.drain()
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            await _drained(self)
 
     async def _send(self, message: Any) -> None:
         if message["type"] == "http.response.start" and not self.response_started:
