@@ -61,12 +61,7 @@ class Headers:
     @classmethod
     def from_raw(cls, items: Iterable[tuple[bytes, bytes]]) -> Headers:
         """From ASGI-style ``(name, value)`` byte pairs."""
-        headers = cls.__new__(cls)
-        headers._items = [
-            (name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in items
-        ]
-        headers._first = dict(reversed(headers._items))
-        return headers
+        return cls([(name.decode("latin-1"), value.decode("latin-1")) for name, value in items])
 
     def get(self, name: str) -> str | None:
         """The first value of ``name``, or ``None``."""

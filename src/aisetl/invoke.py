@@ -196,7 +196,7 @@ class Invoker:
         finally:
             seconds, waited = clock.stop(self.policy.limit)  # (quick: the policy's own limit)
             self.policy.record(seconds, inline, waited)
-        return result if type(result) is bytes else as_bytes(result, "transform()")
+        return as_bytes(result, "transform()")
 
     def may_inline(self, size: int, limit: int) -> bool:
         """Whether a synchronous transform of ``size`` bytes may run on the loop now."""
