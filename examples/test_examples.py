@@ -7,7 +7,6 @@ import ast
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import pytest
 
 from aisetl.loader import FRAMEWORKS
 from aisetl.spec import EtlSpec, load
+from aisetl.target import free_port
 
 HERE = Path(__file__).parent
 EXAMPLES = sorted(p.parent.name for p in HERE.glob("*/server.py"))
@@ -84,13 +84,6 @@ def test_spec_and_dockerfile_agree(name: str) -> None:
     source = (example.folder / "server.py").read_text()
     for var in spec.environment():  # every variable the spec sets is one the server documents
         assert var == "ETL_DIRECT_FQN" or f"``{var}``" in source, f"{name}: {var} is unknown"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -37,12 +38,39 @@ class ServerStartError(RuntimeError):
         self.log = log
 
 
+#: The span of ports below the kernel's ephemeral range that :func:`free_port` picks from.
+PORT_SPAN = 12000
+_EPHEMERAL_RANGE = "/proc/sys/net/ipv4/ip_local_port_range"
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands out for port-0 binds and outgoing connections."""
+    try:
+        return int(Path(_EPHEMERAL_RANGE).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now on ``host``."""
+    """A TCP port that is free right now on ``host``, for a server to bind soon after.
+
+    It is picked below the kernel's ephemeral range when one is free there: a port from that
+    range may be given to an outgoing connection (or another port-0 bind) before the server
+    binds it, which then fails to listen.
+    """
+    top = _ephemeral_low()
+    for _ in range(64):  # bounded; a busy range falls back to the kernel's choice
+        port = random.randrange(max(1024, top - PORT_SPAN), top)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
 
 
 def expand_argv(argv: Sequence[str], port: int, host: str = "127.0.0.1") -> list[str]:
