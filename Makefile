@@ -12,6 +12,7 @@ REF_LOCK := requirements/reference.txt
 OLDEST_PYTHON ?= python3.10
 OLDEST_VENV := .venv-oldest
 OLDEST_TESTS ?= tests/test_protocol.py tests/test_hooks.py tests/test_dependencies.py \
+	tests/test_ws_frames_split.py tests/test_uvicorn_ws_closing.py \
 	tests/servers tests/compat tests/target
 # make lock: the resolver, installed on demand into its own environment.
 TOOLS_VENV := .venv-tools

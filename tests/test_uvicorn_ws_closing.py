@@ -3,7 +3,8 @@
 websockets raises ``InvalidState`` for a frame sent once a close frame has come in; uvicorn's
 own ``send`` turns that into ``ClientDisconnected`` (an ``OSError``, which the ws session
 handles as a target that hung up). Our frame protocol writes frames itself in two places: a
-held small answer and a message sent in parts. Both must do the same.
+held small answer (framed by aisetl, which reads the connection's state first) and a message
+sent in parts (framed by websockets). Both must do the same.
 """
 
 from __future__ import annotations
@@ -14,12 +15,16 @@ from typing import Any
 import pytest
 from uvicorn.protocols.utils import ClientDisconnected
 from websockets.exceptions import InvalidState
+from websockets.protocol import State
 
 from aisetl._uvicorn_ws import MORE, build
 
 
 class _ClosingConnection:
     """websockets' sans-I/O connection after the peer's close frame arrived."""
+
+    state = State.CLOSING
+    extensions: list[Any] = []
 
     def send_binary(self, data: bytes, fin: bool = True) -> None:
         raise InvalidState("connection is closing")
@@ -71,7 +76,7 @@ class _Base:
     ids=["held-bytes", "held-text", "in-parts"],
 )
 def test_a_frame_after_the_peer_began_closing_is_a_client_gone(message: dict[str, Any]) -> None:
-    protocol_class = build(_Base, ClientDisconnected, InvalidState)
+    protocol_class = build(_Base, ClientDisconnected, InvalidState, State.OPEN)
 
     async def scenario() -> None:
         protocol = protocol_class()
