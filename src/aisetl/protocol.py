@@ -287,13 +287,20 @@ def names_an_object(message: bytes | str) -> bool:
     return bool(control[WS_KEY_PATH] or control[WS_KEY_FQN])
 
 
+_JSON = json.JSONDecoder()
+
+
 def parse_ws_control(message: bytes | str) -> dict[str, str]:
     """Decode a ws control message; unknown keys are ignored, missing ones are empty.
 
     Raises ``ValueError`` with a readable message when it is not a JSON object of strings.
     """
     try:
-        data = json.loads(message)
+        if isinstance(message, bytes) and message[:1] == b"{" and message[1:2] != b"\0":
+            # what json.loads does with such bytes (it detects UTF-8), without its detour
+            data = _JSON.decode(message.decode("utf-8", "surrogatepass"))
+        else:
+            data = json.loads(message)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"control message is not JSON: {exc}") from None
     except RecursionError:
