@@ -27,17 +27,17 @@ The common frames skip the library, which parses every frame with a generator pe
 frame object per frame: a whole binary message in one frame, read whole, is unmasked and
 delivered directly (:class:`~aisetl.ws_frames.ClientFrames`; every other frame still goes to
 ``websockets``), and a small whole answer is framed here (:func:`~aisetl.ws_frames.server_head`).
-Messages reach the application through :class:`MessageQueue`, which is what uvicorn uses of
-``asyncio.Queue`` at a fraction of its cost.
+Messages reach the application through a :class:`~aisetl.light_queue.LightQueue` instead of
+uvicorn's ``asyncio.Queue``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from typing import Any
 
 from aisetl._hooks import missing, warn_missing
+from aisetl.light_queue import LightQueue
 from aisetl.ws_frames import WHOLE_BINARY, WHOLE_TEXT, ClientFrames, server_head
 
 EXTENSION = "aisetl.ws.frames"
@@ -107,7 +107,7 @@ def build(
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self.queue = MessageQueue()
+            self.queue: LightQueue[Any] = LightQueue()
             self.aisetl_frames = False  # the application accepted the extension
             self.aisetl_client_frames: ClientFrames | None = None  # from the handshake on
             self.aisetl_parts: list[bytes] = []
@@ -241,51 +241,6 @@ def build(
 
 #: A whole message up to this size may wait for the end of the loop turn to be written.
 HOLD_MAX = 64 * 1024
-
-
-class MessageQueue:
-    """What uvicorn's WebSocket protocol uses of :class:`asyncio.Queue` (``put_nowait``,
-    ``get``, ``empty``), unbounded, for the few readers one connection has."""
-
-    __slots__ = ("_items", "_waiters")
-
-    def __init__(self) -> None:
-        self._items: deque[Any] = deque()
-        self._waiters: deque[asyncio.Future[None]] = deque()
-
-    def put_nowait(self, item: Any) -> None:
-        self._items.append(item)
-        self._wake()
-
-    def empty(self) -> bool:
-        return not self._items
-
-    def qsize(self) -> int:
-        return len(self._items)
-
-    async def get(self) -> Any:
-        items = self._items
-        while not items:
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            except BaseException:
-                if not waiter.cancelled():  # woken, then cancelled: wake the next instead
-                    if items:
-                        self._wake()
-                elif waiter in self._waiters:
-                    self._waiters.remove(waiter)
-                raise
-        return items.popleft()
-
-    def _wake(self) -> None:
-        waiters = self._waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
 
 
 #: The protocol class to give uvicorn as ``ws=`` (``None``: use uvicorn's default).

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from aisetl._uvicorn_ws import MORE as FRAMES_MORE
 from aisetl.edge import ObjectRequest
+from aisetl.light_queue import LightQueue
 from aisetl.reply import Reply
 from aisetl.sources import ClientGone, Failure
 from aisetl.ws_protocol import (
@@ -93,7 +94,7 @@ class WebSocketSession:
             streams=lambda request: frames and flow.wants_body_stream(request),
             observer=flow.observer,
         )
-        self._replies: asyncio.Queue[tuple[asyncio.Future[Answer], Watch] | None] = asyncio.Queue(
+        self._replies: LightQueue[tuple[asyncio.Future[Answer], Watch] | None] = LightQueue(
             maxsize=inflight
         )
         self._watches: set[Watch] = set()  # tasks read and not answered yet
