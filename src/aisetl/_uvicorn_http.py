@@ -81,6 +81,11 @@ async def receive_whole(receive: Callable[[], Awaitable[Any]], length: int) -> b
     cycle = getattr(receive, "__self__", None)
     if not isinstance(cycle, RequestResponseCycle) or not getattr(cycle, "aisetl_ours", False):
         return None
+    if not cycle.more_body and len(cycle.body) == length:  # it came with the head (small)
+        body = bytes(cycle.body)
+        cycle.body = bytearray()
+        cycle.flow.resume_reading()
+        return body
     whole = SizedBody(length)
     if cycle.body:
         whole.add(cycle.body)
@@ -129,10 +134,10 @@ async def send_whole(
     if not isinstance(cycle, _Cycle) or cycle.response_started or cycle.access_log or not line:
         return False
     parts = [line]
-    for name, value in (*cycle.default_headers, *headers):
-        if name == b"connection" or _NOT_TOKEN.search(name) or _NOT_VALUE.search(value):
+    for pair in (*cycle.default_headers, *headers):
+        if pair not in _CHECKED and not _check(pair):
             return False
-        parts += (name, b": ", value, b"\r\n")
+        parts += (pair[0], b": ", pair[1], b"\r\n")
     parts += (b"content-length: ", b"%d" % len(body), b"\r\n")
     if _CLOSE in cycle.scope["headers"]:  # (uvicorn < 0.53 decides this in send, not before)
         cycle.keep_alive = False
@@ -154,6 +159,22 @@ async def send_whole(
         cycle.transport.close()
     cycle.on_response()
     await _drained(cycle)  # as _Cycle.send: return once the bytes are on their way
+    return True
+
+
+#: Header lines already found fit for :func:`send_whole` (most replies repeat the same few).
+_CHECKED: set[tuple[bytes, bytes]] = set()
+_CHECKED_MAX = 256
+
+
+def _check(pair: tuple[bytes, bytes]) -> bool:
+    """Whether :func:`send_whole` may write this header line (remembered when it may)."""
+    name, value = pair
+    if name == b"connection" or _NOT_TOKEN.search(name) or _NOT_VALUE.search(value):
+        return False
+    if len(_CHECKED) >= _CHECKED_MAX:  # (the date changes every second: start again)
+        _CHECKED.clear()
+    _CHECKED.add(pair)
     return True
 
 
