@@ -10,6 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from aisetl import tally as tally_module
+from aisetl.metrics import PrometheusObserver
 from aisetl.tally import FLUSH_INTERVAL, Tally
 from tests.forked import in_forked_child
 
@@ -120,14 +121,16 @@ def test_a_histogram_without_the_usual_layout_is_observed_value_by_value(
     }
 
 
-def test_a_gauge_takes_the_sum_of_its_changes() -> None:
+def test_the_ws_tasks_queued_are_read_at_each_flush() -> None:
     registry = CollectorRegistry()
-    queued = Gauge("queued", "queued", registry=registry)
-    tally = Tally(Gauge("in_flight", "in flight", registry=registry))
+    observer = PrometheusObserver(registry)
     for delta in (1, 1, 1, -1):
-        tally.add(queued, delta)
-    tally.flush()
-    assert _samples(registry)[("queued", ())] == 2
+        observer.ws_queued(delta)
+    observer.tally.flush()
+    assert _samples(registry)[("aisetl_ws_tasks_queued", ())] == 2
+    observer.ws_queued(-2)
+    observer.tally.flush()
+    assert _samples(registry)[("aisetl_ws_tasks_queued", ())] == 0
 
 
 def test_counts_are_written_by_the_process_s_own_thread() -> None:

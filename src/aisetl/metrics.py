@@ -232,6 +232,8 @@ class PrometheusObserver(Observer):
         self._children: dict[tuple[Any, ...], Any] = {}
         self._finished_children: dict[tuple[str, str, int], Any] = {}
         self.tally = Tally(self.in_flight)
+        self._ws_tasks_queued = 0  # changed on the event loop only, read at each flush
+        self.tally.sample(self.ws_tasks, lambda: self._ws_tasks_queued)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), *labels)
@@ -288,7 +290,7 @@ class PrometheusObserver(Observer):
         self.ws_connections.inc(delta)
 
     def ws_queued(self, delta: int) -> None:
-        self.tally.add(self.ws_tasks, delta)
+        self._ws_tasks_queued += delta
 
     def unreported_failure(self, comm: str) -> None:
         self._child(self.unreported, comm).inc()

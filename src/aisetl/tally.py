@@ -9,8 +9,8 @@ and when a worker stops.
 
 Objects leave ``aisetl_objects_in_flight`` in the flush that writes their counts, after them:
 a scrape that finds no object in flight has every count. A gauge whose value is a reading (the
-bytes reserved now) is read at each flush (:meth:`Tally.sample`) instead of being written at
-each change.
+bytes reserved now, the ws tasks queued) is read at each flush (:meth:`Tally.sample`) instead
+of being written at each change.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class _Observed:
 
 
 class Tally:
-    """Counter increments, histogram observations and gauge changes, written by :meth:`flush`."""
+    """Counter increments, histogram observations and gauge readings, written by :meth:`flush`."""
 
     def __init__(self, in_flight: Any) -> None:
         self._in_flight = in_flight
@@ -58,7 +58,6 @@ class Tally:
         self._flushing = threading.Lock()
         self._counts: dict[Any, float] = {}
         self._observed: dict[Any, _Observed] = {}
-        self._added: dict[Any, float] = {}
         self._samplers: dict[Any, Callable[[], float]] = {}
         self._finished = 0
         self._started = False
@@ -70,13 +69,6 @@ class Tally:
         """``child.inc(amount)``, later."""
         with self._lock:
             self._counts[child] = self._counts.get(child, 0.0) + amount
-        if not self._started:
-            self._start()
-
-    def add(self, gauge: Any, delta: float) -> None:
-        """``gauge.inc(delta)``, later."""
-        with self._lock:
-            self._added[gauge] = self._added.get(gauge, 0.0) + delta
         if not self._started:
             self._start()
 
@@ -125,7 +117,6 @@ class Tally:
             with self._lock:
                 counts, self._counts = self._counts, {}
                 observed, self._observed = self._observed, {}
-                added, self._added = self._added, {}
                 finished, self._finished = self._finished, 0
                 samplers = list(self._samplers.items())
             for child, amount in counts.items():
@@ -138,8 +129,6 @@ class Tally:
                 for index, hits in enumerate(seen.buckets):
                     if hits:
                         child._buckets[index].inc(hits)
-            for gauge, delta in added.items():
-                gauge.inc(delta)
             for gauge, read in samplers:
                 gauge.set(read())
             if finished:
@@ -164,7 +153,7 @@ class Tally:
         self._flushing = threading.Lock()
         self._started = False
         # What the parent had not written yet is the parent's to write, not the child's too.
-        self._counts, self._observed, self._added = {}, {}, {}
+        self._counts, self._observed = {}, {}
         self._finished = 0
 
     def _flush_often(self) -> None:
