@@ -13,12 +13,10 @@ connection); the event-loop server uses a timer per connection (:mod:`aisetl._uv
 from __future__ import annotations
 
 import contextlib
-import heapq
-import itertools
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from collections import deque
 
 from aisetl.http11 import serialize
 from aisetl.reply import TEXT_PLAIN, Reply
@@ -34,38 +32,52 @@ def head_timeout_reply(seconds: float) -> Reply:
     return Reply(408, headers, message.encode())
 
 
-@dataclass(order=True)
 class _Watch:
-    deadline: float
-    order: int
-    sock: socket.socket = field(compare=False)
-    state: str = field(default="armed", compare=False)  # armed, done, expired
+    """One request head being read: its deadline, its socket, how it ended."""
+
+    __slots__ = ("deadline", "sock", "state")
+
+    def __init__(self, deadline: float, sock: socket.socket) -> None:
+        self.deadline = deadline
+        self.sock = sock
+        self.state = "armed"  # then done, or expired
 
 
 class HeadWatchdog:
-    """Watches request heads being read on blocking sockets; answers 408 to late ones."""
+    """Watches request heads being read on blocking sockets; answers 408 to late ones.
+
+    Every head has the same allowance, so deadlines come in the order heads were armed: the
+    watches wait in a FIFO (no ordering to keep), and the watching thread sleeps until the
+    oldest one still armed is due, or for one allowance while heads come and go (one armed
+    meanwhile cannot be due sooner). Heads read in time are dropped when it wakes: it wakes
+    about once per allowance, and once per late head, however many requests come; with no
+    requests at all it sleeps until the next one.
+    """
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self._answer = serialize(head_timeout_reply(seconds))
-        self._heap: list[_Watch] = []
+        self._queue: deque[_Watch] = deque()
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
-        self._order = itertools.count()
         self._thread: threading.Thread | None = None
         self.expired = 0  # heads answered 408 so far
+        self.wakeups = 0  # times the watching thread woke up
+        self._armed_since_wait = False
+        self._untimed = False  # the thread waits without a timeout (for the next head)
 
     def arm(self, sock: socket.socket) -> _Watch:
         """Start the clock for the head now being read from ``sock``."""
-        watch = _Watch(time.monotonic() + self.seconds, next(self._order), sock)
+        watch = _Watch(time.monotonic() + self.seconds, sock)
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, name="aisetl-head-deadline", daemon=True
                 )
                 self._thread.start()
-            heapq.heappush(self._heap, watch)
-            if self._heap[0] is watch:
+            self._queue.append(watch)
+            self._armed_since_wait = True
+            if self._untimed:  # the thread sleeps until a head is armed
                 self._wake.notify()
         return watch
 
@@ -83,14 +95,27 @@ class HeadWatchdog:
         return watch is not None and watch.state == "expired"
 
     def _run(self) -> None:
+        queue = self._queue
         while True:
             with self._lock:
-                while not self._heap or self._heap[0].deadline > time.monotonic():
-                    timeout = self._heap[0].deadline - time.monotonic() if self._heap else None
-                    self._wake.wait(timeout)
-                watch = heapq.heappop(self._heap)
-                if watch.state != "armed":
-                    continue
+                while True:
+                    while queue and queue[0].state != "armed":
+                        queue.popleft()  # read in time
+                    now = time.monotonic()
+                    if queue and queue[0].deadline <= now:
+                        break
+                    if queue:  # until the oldest head still being read is due
+                        delay: float | None = queue[0].deadline - now
+                    elif self._armed_since_wait:  # heads come and go: look again within an
+                        delay = self.seconds  # allowance (one armed now is due no sooner)
+                    else:  # none came in a whole allowance: sleep until the next one
+                        delay = None
+                    self._armed_since_wait = False
+                    self._untimed = delay is None
+                    self._wake.wait(delay)
+                    self._untimed = False
+                    self.wakeups += 1
+                watch = queue.popleft()
                 watch.state = "expired"
                 self.expired += 1
             self._expire(watch.sock)
