@@ -197,6 +197,8 @@ def read_all(stream: BinaryIO, raw: BodyReader) -> bytes:
 
 def drain(raw: BodyReader) -> bool:
     """Consume what a transform left of a body; ``False`` when the connection cannot be reused."""
+    if raw.finished:  # (nearly always: the transform read its body)
+        return True
     drained = 0
     buffer = memoryview(bytearray(64 * 1024))
     try:
