@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from http import HTTPStatus
 from typing import BinaryIO
 
@@ -10,6 +11,52 @@ from aisetl.reply import Reply
 from aisetl.sources import BodyDoesNotFit, BodyTooLarge, ClientGone, Failure
 
 _MAX_CHUNK_LINE = 4096
+#: The longest header line and the most header lines a request head may have (the limits of
+#: the standard library's own header reader).
+MAX_HEADER_LINE = 65536
+MAX_HEADER_LINES = 100
+#: Bytes a header name may not hold (anything but an RFC 9110 token character).
+_NOT_TOKEN = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
+_HEAD_END = (b"\r\n", b"\n", b"")
+
+
+class HeadError(Exception):
+    """A request head that cannot be served, with the status to answer and what was wrong."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def read_header_fields(stream: BinaryIO) -> list[tuple[str, str]]:
+    """The header fields of a request head, read up to its blank line (or the end of the stream).
+
+    Values lose the whitespace around them; a line folded onto the next (obsolete, RFC 9112
+    §5.2) is joined to its field with one space. Raises :class:`HeadError`: 431 for a line
+    over :data:`MAX_HEADER_LINE` bytes or more than :data:`MAX_HEADER_LINES` lines, 400 for a
+    line that is not ``Name: value``.
+    """
+    fields: list[tuple[str, str]] = []
+    lines = 0
+    while True:
+        line = stream.readline(MAX_HEADER_LINE + 1)
+        if len(line) > MAX_HEADER_LINE:
+            raise HeadError(431, f"Line too long: a header line is over {MAX_HEADER_LINE} bytes")
+        if line in _HEAD_END:
+            return fields
+        lines += 1
+        if lines > MAX_HEADER_LINES:
+            raise HeadError(431, f"Too many headers: more than {MAX_HEADER_LINES} lines")
+        if line[0] in b" \t" and fields:  # folded: the field above goes on
+            above, so_far = fields[-1]
+            fields[-1] = (above, f"{so_far} {line.strip().decode('latin-1')}".strip())
+            continue
+        name, colon, value = line.partition(b":")
+        if not colon or not name or _NOT_TOKEN.search(name):
+            shown = line[:60].rstrip(b"\r\n")
+            raise HeadError(400, f"Malformed header line {shown!r}: expected 'Name: value'")
+        fields.append((name.decode("latin-1"), value.strip(b" \t\r\n").decode("latin-1")))
 
 
 def reason(status: int) -> str:

@@ -24,7 +24,15 @@ from aisetl.deadline import peer_closed
 from aisetl.edge import Body, Headers, Refused, RequestHead, content_length, is_metrics_request
 from aisetl.flow import Flow, FlowPerProcess
 from aisetl.head_deadline import HeadWatchdog
-from aisetl.http11 import BodyReader, body_reader, drain, read_all, write_reply
+from aisetl.http11 import (
+    BodyReader,
+    HeadError,
+    body_reader,
+    drain,
+    read_all,
+    read_header_fields,
+    write_reply,
+)
 from aisetl.metrics import metrics_reply
 from aisetl.protocol import DEFAULT_PORT, is_health_check
 from aisetl.reply import Reply, health_reply, malformed_request_reply
@@ -35,6 +43,14 @@ from aisetl.watch import in_flight
 from aisetl.workers import bind_socket, run_workers
 
 _MAX_REQUEST_LINE = 65536
+
+
+def _http_version(text: str) -> tuple[int, int] | None:
+    """``HTTP/x.y`` as numbers, or ``None`` when it is not such a version."""
+    major, dot, minor = text[5:].partition(".") if text.startswith("HTTP/") else ("", "", "")
+    if not dot or not all(p.isascii() and p.isdigit() and len(p) <= 10 for p in (major, minor)):
+        return None
+    return int(major), int(minor)
 
 
 class HTTPMultiThreadedServer(ETLServer):
@@ -226,6 +242,58 @@ class _Handler(BaseHTTPRequestHandler):
         if self.server.stopping:
             self.close_connection = True
 
+    def parse_request(self) -> bool:
+        """The request line and head, by the rules of the standard library's own
+        ``parse_request``, with the header fields read by
+        :func:`~aisetl.http11.read_header_fields` instead of the email parser (a tenth of
+        the time, and a line that is not a header field is a 400 instead of the end of the
+        head). ``False`` when the request was answered or is to be dropped."""
+        self.command = None  # type: ignore[assignment]
+        self.request_version = self.default_request_version
+        self.close_connection = True
+        line = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        self.requestline = line
+        words = line.split()
+        if not words:
+            return False
+        if len(words) >= 3:
+            version = words[-1]
+            number = _http_version(version)
+            if number is None:
+                self.send_error(400, f"Bad request version ({version!r})")
+                return False
+            if number >= (2, 0):
+                self.send_error(505, f"Invalid HTTP version ({version[5:]}): send HTTP/1.1")
+                return False
+            self.close_connection = number < (1, 1)
+            self.request_version = version
+        if len(words) > 3:
+            self.send_error(400, f"Bad request syntax ({line!r})")
+            return False
+        command, path = words[0], words[1] if len(words) > 1 else ""
+        if len(words) < 3:  # HTTP/0.9: a bare GET
+            self.close_connection = True
+            if len(words) == 1 or command != "GET":
+                self.send_error(400, f"Bad request syntax ({line!r})")
+                return False
+        self.command = command
+        self.path = "/" + path.lstrip("/") if path.startswith("//") else path
+        try:
+            fields = read_header_fields(self.rfile)  # type: ignore[arg-type]
+            self.headers = Headers(fields)  # type: ignore[assignment]
+        except HeadError as error:
+            self.send_error(error.status, error.message)
+            return False
+        connection = (self.headers.get("Connection") or "").lower()
+        if connection == "close":
+            self.close_connection = True
+        elif connection == "keep-alive":
+            self.close_connection = False
+        expect = (self.headers.get("Expect") or "").lower()
+        if expect == "100-continue" and self.request_version >= "HTTP/1.1":
+            return self.handle_expect_100()
+        return True
+
     # --- dispatch ----------------------------------------------------------------------------
 
     def _serve(self) -> None:
@@ -243,7 +311,7 @@ class _Handler(BaseHTTPRequestHandler):
             method,
             path,
             query,
-            Headers(self.headers.items()),
+            cast(Headers, self.headers),
             content_length(length),
             coding is not None,
         )
