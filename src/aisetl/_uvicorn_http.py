@@ -33,7 +33,7 @@ from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from aisetl._hooks import missing, warn_missing
-from aisetl.http11 import joined, serialize
+from aisetl.http11 import NOT_TOKEN, joined, serialize
 from aisetl.protocol import decode_path
 from aisetl.reply import malformed_request_reply
 from aisetl.sized_body import SizedBody
@@ -104,8 +104,6 @@ async def receive_whole(receive: Callable[[], Awaitable[Any]], length: int) -> b
     return whole.value()
 
 
-#: Bytes a header name may not hold (anything but an RFC 9110 token character).
-_NOT_TOKEN = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
 #: Bytes a header value may not hold (control characters other than tab).
 _NOT_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 #: A request header asking to close the connection after the reply.
@@ -170,7 +168,7 @@ _CHECKED_MAX = 256
 def _check(pair: tuple[bytes, bytes]) -> bool:
     """Whether :func:`send_whole` may write this header line (remembered when it may)."""
     name, value = pair
-    if name == b"connection" or _NOT_TOKEN.search(name) or _NOT_VALUE.search(value):
+    if name == b"connection" or NOT_TOKEN.search(name) or _NOT_VALUE.search(value):
         return False
     if len(_CHECKED) >= _CHECKED_MAX:  # (the date changes every second: start again)
         _CHECKED.clear()

@@ -16,7 +16,7 @@ _MAX_CHUNK_LINE = 4096
 MAX_HEADER_LINE = 65536
 MAX_HEADER_LINES = 100
 #: Bytes a header name may not hold (anything but an RFC 9110 token character).
-_NOT_TOKEN = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
+NOT_TOKEN = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
 _HEAD_END = (b"\r\n", b"\n", b"")
 
 
@@ -53,7 +53,7 @@ def read_header_fields(stream: BinaryIO) -> list[tuple[str, str]]:
             fields[-1] = (above, f"{so_far} {line.strip().decode('latin-1')}".strip())
             continue
         name, colon, value = line.partition(b":")
-        if not colon or not name or _NOT_TOKEN.search(name):
+        if not colon or not name or NOT_TOKEN.search(name):
             shown = line[:60].rstrip(b"\r\n")
             raise HeadError(400, f"Malformed header line {shown!r}: expected 'Name: value'")
         fields.append((name.decode("latin-1"), value.strip(b" \t\r\n").decode("latin-1")))
