@@ -1,15 +1,12 @@
 """Listening sockets and a pre-fork supervisor: N worker processes share one socket.
 
 Workers are forked after the server object was built, so models loaded in ``__init__`` are
-loaded once and shared copy-on-write. A worker that dies is replaced (an ETL container must
-never exit); SIGTERM is passed to every worker, which finishes its objects in flight. The
-workers share one metrics folder (:func:`aisetl.pod.forking`), so a scrape of any of them
-gives the pod's totals.
 loaded once and shared copy-on-write (with ``AISETL_GPUS``, ``aisetl serve`` builds the server
 in each worker instead: see :mod:`aisetl.gpus`). Each worker has an index, 0 to N-1, kept by
 its replacement; with ``AISETL_GPUS`` worker *i* sees only GPU *i mod N*. A worker that dies
 is replaced (an ETL container must never exit); SIGTERM is passed to every worker, which
-finishes its objects in flight.
+finishes its objects in flight. The workers share one metrics folder
+(:func:`aisetl.pod.forking`), so a scrape of any of them gives the pod's totals.
 """
 
 from __future__ import annotations
