@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import socket
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -82,3 +83,34 @@ def unique() -> Callable[[str], str]:
         return f"{stem}-{os.getpid()}-{next(counter)}"
 
     return _name
+
+
+def raw_exchange(etl: ETL, request: bytes, read_timeout: float = 10.0) -> bytes:
+    """Send raw bytes to the server; return what it answers before closing or going quiet."""
+    with socket.create_connection(
+        (etl.server().host, etl.server().port), timeout=read_timeout
+    ) as sock:
+        sock.sendall(request)
+        chunks = []
+        try:
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                if b"\r\n\r\n" in b"".join(chunks):
+                    head, _, rest = b"".join(chunks).partition(b"\r\n\r\n")
+                    length = [
+                        line
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ]
+                    if length and len(rest) >= int(length[0].split(b":")[1]):
+                        break
+        except TimeoutError:
+            pass
+    return b"".join(chunks)
+
+
+def status_of(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1])

@@ -17,10 +17,19 @@ from contextlib import contextmanager
 import pytest
 import websockets
 
-from aisetl.target import ETL, Bucket, Cluster, TransformResult, free_port
+from aisetl.target import Bucket, Cluster, TransformResult, free_port
 
 from ..transformers import upper
-from .conftest import FRAMEWORKS, REPO, TEST_ENV, health_ok, payload, serve_argv
+from .conftest import (
+    FRAMEWORKS,
+    REPO,
+    TEST_ENV,
+    health_ok,
+    payload,
+    raw_exchange,
+    serve_argv,
+    status_of,
+)
 
 
 @pytest.fixture(scope="module")
@@ -75,37 +84,6 @@ def copy_over_hpush(
     return cluster.run(
         source.core.copy(cluster.etl(etl), bucket, name, dst, comm="hpush", fqn=True)
     )
-
-
-def raw_exchange(etl: ETL, request: bytes, read_timeout: float = 10.0) -> bytes:
-    """Send raw bytes to the server; return what it answers before closing or going quiet."""
-    with socket.create_connection(
-        (etl.server().host, etl.server().port), timeout=read_timeout
-    ) as sock:
-        sock.sendall(request)
-        chunks = []
-        try:
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                if b"\r\n\r\n" in b"".join(chunks):
-                    head, _, rest = b"".join(chunks).partition(b"\r\n\r\n")
-                    length = [
-                        line
-                        for line in head.split(b"\r\n")
-                        if line.lower().startswith(b"content-length:")
-                    ]
-                    if length and len(rest) >= int(length[0].split(b":")[1]):
-                        break
-        except TimeoutError:
-            pass
-    return b"".join(chunks)
-
-
-def status_of(response: bytes) -> int:
-    return int(response.split(b" ", 2)[1])
 
 
 def body_of(response: bytes) -> str:

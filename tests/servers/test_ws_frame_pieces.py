@@ -70,6 +70,14 @@ class Client:
             seen.extend(self.protocol.events_received())
         return seen
 
+    def task(self, path: str, data: bytes) -> list[bytes]:
+        """Send one task whole; the data of the frames that answer it."""
+        self.protocol.send_binary(ws_control_message(path))
+        self.protocol.send_binary(data)
+        self.sock.sendall(self.pending())
+        events = self.events(lambda seen: any(isinstance(e, Frame) for e in seen))
+        return [e.data for e in events if isinstance(e, Frame)]
+
     def close(self) -> None:
         self.sock.close()
 
@@ -143,11 +151,7 @@ def test_tasks_cut_anywhere_are_answered_in_order(etl: ETL) -> None:
 def test_a_malformed_frame_closes_its_connection_and_the_server_serves_on(etl: ETL) -> None:
     client = Client(etl)
     try:
-        client.protocol.send_binary(ws_control_message("pieces/ok.bin"))
-        client.protocol.send_binary(b"fine")
-        client.sock.sendall(client.pending())
-        first = client.events(lambda seen: any(isinstance(e, Frame) for e in seen))
-        assert [e.data for e in first if isinstance(e, Frame)] == [b"FINE"]
+        assert client.task("pieces/ok.bin", b"fine") == [b"FINE"]
         # a binary frame with a reserved bit no extension was agreed for (RFC 6455 §5.2)
         client.sock.sendall(bytes((0xC2, 0x80 | 3)) + b"\0\0\0\0" + b"bad")
         events = client.events(lambda seen: any(isinstance(e, EOFError) for e in seen))
@@ -158,10 +162,6 @@ def test_a_malformed_frame_closes_its_connection_and_the_server_serves_on(etl: E
     assert health_ok(etl)
     again = Client(etl)  # a new connection is served
     try:
-        again.protocol.send_binary(ws_control_message("pieces/again.bin"))
-        again.protocol.send_binary(b"again")
-        again.sock.sendall(again.pending())
-        events = again.events(lambda seen: any(isinstance(e, Frame) for e in seen))
-        assert [e.data for e in events if isinstance(e, Frame)] == [b"AGAIN"]
+        assert again.task("pieces/again.bin", b"again") == [b"AGAIN"]
     finally:
         again.close()
