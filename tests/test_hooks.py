@@ -73,7 +73,8 @@ class SansIOBefore0521(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.queue, self.transport, self.writable, self.conn = None, None, None, None
-        self.close_sent = self.read_paused = False
+        self.close_sent = self.read_paused = self.handshake_initiated = False
+        self.config = None
 
     def handle_connect(self, event: object) -> None:
         self.scope: dict[str, Any] = {}

@@ -52,7 +52,7 @@ UVICORN_METHODS = (
 #: Its connection state that the subclass reads or sets.
 UVICORN_ATTRIBUTES = (
     "scope", "curr_msg_data_type", "close_sent", "queue", "read_paused", "transport",
-    "writable", "disconnected", "conn",
+    "writable", "disconnected", "conn", "handshake_initiated", "config",
 )  # fmt: skip
 #: What the subclass calls on the protocol's ``conn`` (websockets' sans-I/O ``ServerProtocol``).
 WEBSOCKETS_METHODS = ("send_binary", "send_continuation", "data_to_send")
