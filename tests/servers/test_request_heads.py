@@ -3,8 +3,9 @@
 The standard-library server reads header fields itself (:func:`aisetl.http11.read_header_fields`,
 instead of the email parser the standard library uses): a head it cannot serve gets a 4xx in
 the one error format, a valid head in an unusual shape is served as any other, and the server
-keeps serving. gunicorn refuses the same heads; uvicorn (httptools) has no limit on the count
-or length of header lines and serves such a head (noted where it differs).
+keeps serving. gunicorn refuses the same heads. uvicorn (httptools) has no limit on the count
+or length of header lines and serves such a head if it fits our cap on a head's bytes
+(``aisetl._uvicorn_deadline.MAX_HEAD_BYTES``, 1 MiB); one that grows past it is refused.
 """
 
 from __future__ import annotations
@@ -129,3 +130,47 @@ def test_keep_alive_and_close_are_honoured(etl: ETL, framework: str) -> None:
     assert received.endswith(b"B")
     http10 = b"PUT /b/old HTTP/1.0\r\nHost: x\r\nContent-Length: 1\r\n\r\nc"
     assert raw_exchange(etl, http10).endswith(b"C")  # answered, then closed (exchange returns)
+
+
+def send_then_read(etl: ETL, request: bytes, timeout: float = 20.0) -> bytes:
+    """Write ``request`` in pieces (the server may answer and close before it is all sent),
+    then read what it answered until it closes."""
+    address = urlsplit(etl.url())
+    with socket.create_connection((address.hostname, address.port), timeout=timeout) as sock:
+        try:
+            for start in range(0, len(request), 64 * 1024):
+                sock.sendall(request[start : start + 64 * 1024])
+        except OSError:  # refused midway: the answer is waiting
+            pass
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except OSError:
+            pass
+    return received
+
+
+@pytest.mark.parametrize(
+    "endless",
+    [
+        b"".join(b"X-Filler-%06d: %s\r\n" % (i, b"v" * 40) for i in range(50_000)),
+        b"X-Huge: " + b"v" * (3 * 1024 * 1024),
+    ],
+    ids=["3-MB-of-lines", "a-3-MB-line"],
+)
+def test_a_head_that_grows_without_end_is_refused(etl: ETL, framework: str, endless: bytes) -> None:
+    """Memory for a head is bounded: it is refused long before 3 MB (never completed)."""
+    answer = send_then_read(etl, b"PUT /b/o HTTP/1.1\r\nHost: x\r\n" + endless)
+    assert 400 <= status_of(answer) < 500, answer[:200]
+    if framework == "fastapi":
+        assert status_of(answer) == 431 and b"Request head too large" in answer
+    assert health_ok(etl)
+
+
+def test_a_large_head_within_the_limits_is_served(etl: ETL, framework: str) -> None:
+    """90 header lines of 5,000 bytes (a head over several reads) and a body in the same write."""
+    lines = b"".join(b"X-Big-%02d: %s\r\n" % (i, b"w" * 5000) for i in range(90))
+    answer = send_then_read(etl, put("/b/big-head", lines, b"q" * 300_000))
+    assert status_of(answer) == 200, answer[:200]
+    assert answer.endswith(b"\r\n\r\n" + b"Q" * 300_000)
