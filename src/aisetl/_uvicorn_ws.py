@@ -129,7 +129,7 @@ def build(
                 if self.handshake_initiated:  # frames start after it
                     self.aisetl_client_frames = ClientFrames(
                         self._aisetl_may_take,
-                        self._aisetl_take,
+                        self._aisetl_binary,
                         super().data_received,
                         self.config.ws_max_size,
                     )
@@ -142,18 +142,18 @@ def build(
                 self.aisetl_frames and self.conn.state is open_state and not self.conn.extensions
             )
 
-        def _aisetl_take(self, payload: bytes) -> None:
-            self.curr_msg_data_type = "bytes"
-            self.aisetl_parts = [payload]
-            self._aisetl_deliver(more=False)
-
         def handle_bytes(self, event: Any) -> None:
             if not self.aisetl_frames:
                 super().handle_bytes(event)
                 return
+            self._aisetl_binary(event.data, event.fin)
+
+        def _aisetl_binary(self, data: bytes, fin: bool = True) -> None:
+            """The first frame of a binary message (its last too, with ``fin``): what
+            websockets parsed, or a whole frame :class:`ClientFrames` took."""
             self.curr_msg_data_type = "bytes"
-            self.aisetl_parts = [event.data]
-            if event.fin:
+            self.aisetl_parts = [data]
+            if fin:
                 self._aisetl_deliver(more=False)
 
         def handle_cont(self, event: Any) -> None:
