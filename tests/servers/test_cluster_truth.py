@@ -20,7 +20,7 @@ from urllib.parse import quote
 import pytest
 
 from aisetl.config import Settings
-from aisetl.target import Cluster, EmulatedTarget, TransformResult
+from aisetl.target import Cluster, EmulatedTarget, TransformResult, free_port
 
 from ..target.rawserver import RawRequest, RawServer, response
 from ..transformers import upper
@@ -379,9 +379,7 @@ def test_plain_uvicorn_command_line_keeps_connections_longer_than_a_target(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     """``uvicorn module:app`` (uvicorn's 5 s keep-alive) is raised above a target's 6 s."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     log = tmp_path_factory.mktemp("uvicorn") / "log"
     env = {"AIS_TARGET_URL": "http://127.0.0.1:1/v1/etl/_object/x/abcdefghij", **TEST_ENV}
     argv = [
