@@ -15,8 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from aisetl.target import free_port
-
 from ..servers.conftest import REPO, TEST_ENV
 
 UPPER = "tests.transformers:Upper"
@@ -61,9 +59,11 @@ def _request(url: str, method: str = "GET", data: bytes | None = None,
 
 
 @pytest.mark.parametrize("framework", ["fastapi", "flask", "http"])
-def test_without_a_cluster_serve_brings_an_emulated_target(tmp_path: Path, framework: str) -> None:
+def test_without_a_cluster_serve_brings_an_emulated_target(
+    tmp_path: Path, framework: str, held_port: int
+) -> None:
     (tmp_path / "note.txt").write_bytes(b"hello")
-    port = free_port()
+    port = held_port
     env = {k: v for k, v in os.environ.items() if k not in ("AIS_TARGET_URL", "DIRECT_PUT")}
     argv = [sys.executable, "-m", "aisetl", "serve", UPPER, "--server", framework,
             "--port", str(port)]  # fmt: skip
@@ -108,8 +108,8 @@ def test_without_a_cluster_serve_brings_an_emulated_target(tmp_path: Path, frame
     assert proc.returncode == 0
 
 
-def test_in_a_container_nothing_is_emulated() -> None:
-    port = free_port()
+def test_in_a_container_nothing_is_emulated(held_port: int) -> None:
+    port = held_port
     argv = [sys.executable, "-m", "aisetl", "serve", UPPER, "--server", "http", "--port", str(port)]
     env = {**os.environ, **TEST_ENV, "AIS_TARGET_URL": "http://127.0.0.1:9/v1/etl/_object/x/y"}
     proc = subprocess.Popen(argv, cwd=REPO, stderr=subprocess.PIPE, text=True, env=env)

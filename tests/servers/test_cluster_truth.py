@@ -20,7 +20,7 @@ from urllib.parse import quote
 import pytest
 
 from aisetl.config import Settings
-from aisetl.target import Cluster, EmulatedTarget, TransformResult, free_port
+from aisetl.target import Cluster, EmulatedTarget, TransformResult
 
 from ..target.rawserver import RawRequest, RawServer, response
 from ..transformers import upper
@@ -376,10 +376,10 @@ def read_reply(sock: socket.socket) -> bytes:
 
 
 def test_plain_uvicorn_command_line_keeps_connections_longer_than_a_target(
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, held_port: int
 ) -> None:
     """``uvicorn module:app`` (uvicorn's 5 s keep-alive) is raised above a target's 6 s."""
-    port = free_port()
+    port = held_port
     log = tmp_path_factory.mktemp("uvicorn") / "log"
     env = {"AIS_TARGET_URL": "http://127.0.0.1:1/v1/etl/_object/x/abcdefghij", **TEST_ENV}
     argv = [

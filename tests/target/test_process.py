@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import sys
 import time
 from pathlib import Path
@@ -10,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from aisetl.target import EmulatedTarget, ServerProcess, ServerStartError
-from aisetl.target import process as process_module
-from aisetl.target.process import expand_argv, free_port
+from aisetl.target.process import expand_argv
 
 SERVER = """
 import http.server, os, signal, sys
@@ -116,33 +114,11 @@ def test_stop_escalates_to_sigkill(script: str, tmp_path: Path) -> None:
     assert time.monotonic() - started < 3 and not process.alive
 
 
-def test_fixed_port(script: str) -> None:
-    from aisetl.target import free_port
-
-    port = free_port()
+def test_fixed_port(script: str, held_port: int) -> None:
+    port = held_port
     with EmulatedTarget() as tgt:
         etl = tgt.launch("port-etl", [sys.executable, script, "{port}", "ok"], port=port)
         assert etl.url() == f"http://127.0.0.1:{port}"
-
-
-def test_free_ports_come_from_below_the_ephemeral_range() -> None:
-    low = process_module._ephemeral_low()
-    ports = {free_port() for _ in range(20)}
-    assert all(max(1024, low - process_module.PORT_SPAN) <= port < low for port in ports), ports
-    for port in ports:  # free: a server can listen there
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", port))
-
-
-def test_free_port_falls_back_to_the_kernel_when_the_span_is_taken(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        busy = taken.getsockname()[1]
-        monkeypatch.setattr(process_module.random, "randrange", lambda _lo, _hi: busy)
-        port = free_port()
-    assert port != busy and port > 0
 
 
 def test_expand_argv() -> None:

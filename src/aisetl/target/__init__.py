@@ -17,7 +17,8 @@ from aisetl.target.endpoint import PutRecord
 from aisetl.target.faults import Fault, Faults
 from aisetl.target.http import HTTPClient, HTTPServer, Reply, Request, Response, TransportError
 from aisetl.target.jobs import Job, JobProgress, JobReport, JobSpec, rename_with, run_job
-from aisetl.target.process import ServerProcess, ServerStartError, free_port, start_server
+from aisetl.target.ports import PortLease, free_port
+from aisetl.target.process import ServerProcess, ServerStartError, start_server
 from aisetl.target.record import Record, Recorder
 from aisetl.target.store import Bucket, Mountpath
 from aisetl.target.sync import Cluster, EmulatedTarget, LoopThread, Target
@@ -45,6 +46,7 @@ __all__ = [
     "Mountpath",
     "ObjError",
     "ObjectName",
+    "PortLease",
     "PutRecord",
     "Record",
     "Recorder",

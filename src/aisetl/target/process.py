@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import signal
-import socket
 import subprocess
 import time
 import weakref
@@ -16,11 +14,16 @@ from pathlib import Path
 
 from aisetl.http_client import HTTPClient, TransportError
 from aisetl.protocol import HEALTH_PATH
+from aisetl.target.ports import PortLease, free_port, listener_is_ours
 
 #: Go target default when an init message has no ``init_timeout``.
 DEFAULT_INIT_TIMEOUT = 45.0
 #: How much of a server's log an error message quotes.
 LOG_TAIL = 8192
+#: How many times :func:`start_server` starts a server whose picked port was taken.
+PORT_ATTEMPTS = 3
+#: What a server that could not listen prints (``strerror(EADDRINUSE)``).
+_ADDRESS_IN_USE = "Address already in use"
 
 
 def with_log_tail(message: str, log: str) -> str:
@@ -31,46 +34,16 @@ def with_log_tail(message: str, log: str) -> str:
 
 
 class ServerStartError(RuntimeError):
-    """A server exited or never became healthy; ``log`` holds what it printed."""
+    """A server exited or never became healthy; ``log`` holds what it printed.
 
-    def __init__(self, message: str, log: str = "") -> None:
+    ``port_taken``: its port was taken by another process (the server could not listen, or
+    ``/health`` on it was answered by a server that is not ours).
+    """
+
+    def __init__(self, message: str, log: str = "", *, port_taken: bool = False) -> None:
         super().__init__(with_log_tail(message, log))
         self.log = log
-
-
-#: The span of ports below the kernel's ephemeral range that :func:`free_port` picks from.
-PORT_SPAN = 12000
-_EPHEMERAL_RANGE = "/proc/sys/net/ipv4/ip_local_port_range"
-
-
-def _ephemeral_low() -> int:
-    """The lowest port the kernel hands out for port-0 binds and outgoing connections."""
-    try:
-        return int(Path(_EPHEMERAL_RANGE).read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768  # Linux's default
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now on ``host``, for a server to bind soon after.
-
-    It is picked below the kernel's ephemeral range when one is free there: a port from that
-    range may be given to an outgoing connection (or another port-0 bind) before the server
-    binds it, which then fails to listen.
-    """
-    top = _ephemeral_low()
-    for _ in range(64):  # bounded; a busy range falls back to the kernel's choice
-        port = random.randrange(max(1024, top - PORT_SPAN), top)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind((host, port))
-            except OSError:
-                continue
-            return port
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        chosen: int = sock.getsockname()[1]
-        return chosen
+        self.port_taken = port_taken
 
 
 def expand_argv(argv: Sequence[str], port: int, host: str = "127.0.0.1") -> list[str]:
@@ -171,9 +144,11 @@ class ServerProcess:
         while True:
             code = self.proc.poll()
             if code is not None:
+                log = self.log(LOG_TAIL)
                 raise ServerStartError(
                     f"server {self.argv!r} exited with code {code} before it became healthy",
-                    self.log(LOG_TAIL),
+                    log,
+                    port_taken=_ADDRESS_IN_USE in log,
                 )
             left = deadline - time.monotonic()
             if left <= 0:
@@ -190,6 +165,14 @@ class ServerProcess:
                 last = str(exc)
             else:
                 if 200 <= response.status < 400:
+                    if listener_is_ours(self.pid, self.port) is False:
+                        raise ServerStartError(
+                            f"port {self.port} is answered by another process, not by server "
+                            f"{self.argv!r} (pid {self.pid}): it was taken before the server "
+                            "could listen",
+                            self.log(LOG_TAIL),
+                            port_taken=True,
+                        )
                     return
                 last = f"status {response.status}"
             await asyncio.sleep(min(interval, max(deadline - time.monotonic(), 0)))
@@ -247,19 +230,58 @@ async def start_server(
 ) -> ServerProcess:
     """Start ``argv`` (``{port}``/``{host}`` expanded) and wait until it is healthy.
 
+    Without ``port`` it picks one and holds it (:class:`~aisetl.target.ports.PortLease`)
+    until the server is healthy; when the port was taken all the same, it starts the server
+    again on another one, up to :data:`PORT_ATTEMPTS` times in all within ``init_timeout``
+    (the last without holding the port, for a server that binds without ``SO_REUSEADDR``).
     On failure the process is stopped and :class:`ServerStartError` carries its log.
     """
-    chosen = free_port(host) if port is None else port
-    process = ServerProcess(
-        expand_argv(argv, chosen, host),
-        port=chosen,
-        host=host,
-        env=server_env(target_url, direct_put, env, top_env),
-        cwd=cwd,
-        log_path=log_path,
-    )
+    deadline = time.monotonic() + init_timeout
+    attempts = 1 if port is not None else PORT_ATTEMPTS
+    for attempt in range(1, attempts + 1):
+        lease: PortLease | None = None
+        if port is not None:
+            chosen = port
+        elif attempt < attempts:
+            lease = PortLease(host)
+            chosen = lease.port
+        else:
+            chosen = free_port(host)
+        try:
+            return await _start_once(
+                expand_argv(argv, chosen, host),
+                port=chosen,
+                host=host,
+                env=server_env(target_url, direct_put, env, top_env),
+                cwd=cwd,
+                log_path=log_path,
+                client=client,
+                timeout=max(deadline - time.monotonic(), 0.05),
+            )
+        except ServerStartError as exc:
+            if not exc.port_taken or attempt == attempts or time.monotonic() >= deadline:
+                raise
+        finally:
+            if lease is not None:
+                lease.release()
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+async def _start_once(
+    argv: list[str],
+    *,
+    port: int,
+    host: str,
+    env: dict[str, str],
+    cwd: str | os.PathLike[str] | None,
+    log_path: str | os.PathLike[str],
+    client: HTTPClient,
+    timeout: float,
+) -> ServerProcess:
+    """Start ``argv`` on ``port`` and wait until it is healthy; stop it on failure."""
+    process = ServerProcess(argv, port=port, host=host, env=env, cwd=cwd, log_path=log_path)
     try:
-        await process.wait_healthy(client, init_timeout)
+        await process.wait_healthy(client, timeout)
     except BaseException:
         await process.astop(grace=1.0)
         raise
