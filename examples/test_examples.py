@@ -19,7 +19,7 @@ import pytest
 
 from aisetl.loader import FRAMEWORKS
 from aisetl.spec import EtlSpec, load
-from aisetl.target import free_port
+from aisetl.target import PortLease
 
 HERE = Path(__file__).parent
 EXAMPLES = sorted(p.parent.name for p in HERE.glob("*/server.py"))
@@ -112,13 +112,15 @@ class Container:
 def containers() -> Iterator[dict[str, Container]]:
     """Start every example's container command at once (they start in parallel), stop them all."""
     started: dict[str, Container] = {}
+    leases: list[PortLease] = []  # held: the examples start at once and must not share a port
     try:
         for name in EXAMPLES:
             example = read_example(name)
             env = {**os.environ, **example.env, **example.spec.environment()}
             env |= {"NUM_WORKERS": str(WORKERS), "AISETL_GRACE_PERIOD": "1"}
             env["AIS_TARGET_URL"] = "http://127.0.0.1:9/v1/etl/_object/example/ABCDEFGHIJ"
-            port = free_port()
+            leases.append(PortLease())
+            port = leases[-1].port
             argv = [sys.executable, "-m", "aisetl", *example.command[1:]]
             process = subprocess.Popen(
                 [*argv, "--host", "127.0.0.1", "--port", str(port)],
@@ -130,6 +132,8 @@ def containers() -> Iterator[dict[str, Container]]:
             started[name] = Container(name, process, port)
         yield started
     finally:
+        for lease in leases:
+            lease.release()
         for container in started.values():
             if container.process.poll() is None:
                 container.process.send_signal(signal.SIGTERM)
@@ -156,4 +160,7 @@ def test_container_command_serves(containers: dict[str, Container], name: str) -
     pid = container.process.pid
     children = Path(f"/proc/{pid}/task/{pid}/children")
     if children.exists():  # NUM_WORKERS worker processes serve the port
+        # the first worker may answer before the last one is forked
+        while len(children.read_text().split()) < WORKERS and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert len(children.read_text().split()) >= WORKERS
