@@ -14,6 +14,9 @@ wake the handler per piece: :func:`receive_whole` instead writes the pieces the 
 straight into one buffer of the body's size (:mod:`aisetl.sized_body`) and wakes the handler
 once, when the body is complete.
 
+uvicorn adds a chunked body's trailer fields to the headers of the request being served, with
+no bound; here they are counted against a head's limits and dropped (:class:`TrailerFields`).
+
 A reply's status line and headers wait for its first body bytes and go out with them in one
 write (uvicorn writes them apart: two system calls per small reply instead of one). A reply
 whose body is already whole skips the two ASGI messages altogether: :func:`send_whole` builds
@@ -33,7 +36,15 @@ from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from aisetl._hooks import missing, warn_missing
-from aisetl.http11 import NOT_TOKEN, joined, serialize
+from aisetl.http11 import (
+    MAX_HEADER_LINES,
+    MAX_TRAILER_BYTES,
+    NOT_TOKEN,
+    TOO_MANY_TRAILERS,
+    TRAILERS_TOO_LARGE,
+    joined,
+    serialize,
+)
 from aisetl.protocol import decode_path
 from aisetl.reply import malformed_request_reply
 from aisetl.sized_body import SizedBody
@@ -42,11 +53,34 @@ from aisetl.sources import ClientGone
 #: The method uvicorn calls for a request it cannot parse, which the subclass overrides.
 UVICORN_METHODS = ("send_400_response", "on_headers_complete", "on_body")
 #: Connection state the override reads.
-UVICORN_ATTRIBUTES = ("url", "logger", "client", "transport", "cycle")
+UVICORN_ATTRIBUTES = ("url", "logger", "client", "transport", "cycle", "headers", "scope")
 LOST = (
     "a request uvicorn cannot parse gets uvicorn's own 'Invalid HTTP request received.' "
     "instead of the parser's reason in aisetl's error format"
 )
+
+
+class TrailersRefused(ValueError):
+    """A chunked body's trailer section over the limits a head has."""
+
+
+class TrailerFields(list[tuple[bytes, bytes]]):
+    """Where uvicorn's ``on_header`` puts the fields that come once a head is complete (a
+    chunked body's trailers): counted and dropped. uvicorn would add them, without a bound, to
+    the headers of the request being served."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines = 0
+        self.size = 0
+
+    def append(self, field: tuple[bytes, bytes]) -> None:
+        self.lines += 1
+        self.size += len(field[0]) + len(field[1]) + 4  # as sent: "name: value\r\n"
+        if self.lines > MAX_HEADER_LINES:
+            raise TrailersRefused(TOO_MANY_TRAILERS)
+        if self.size > MAX_TRAILER_BYTES:
+            raise TrailersRefused(TRAILERS_TOO_LARGE)
 
 
 class ParseErrorProtocol(HttpToolsProtocol):
@@ -55,6 +89,15 @@ class ParseErrorProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         error = sys.exc_info()[1]  # set while uvicorn handles the parser's exception
         detail = str(error) if isinstance(error, httptools.HttpParserError) and str(error) else msg
+        if error is not None and isinstance(error.__context__, TrailersRefused):
+            detail = str(error.__context__)  # (raised in a parser callback)
+        cycle = self.cycle
+        if cycle is not None and cycle.response_started and not cycle.response_complete:
+            # A reply is on its way: an error head inside it would corrupt it. Closing the
+            # connection leaves it unfinished, which the client sees.
+            self.logger.warning("malformed request from %s: %s", self.client, detail)
+            self.transport.close()
+            return
         raw_path = self.url.partition(b"?")[0].decode("latin-1")
         path = decode_path(raw_path) if raw_path.startswith("/") else None
         self.logger.warning("malformed request from %s: %s", self.client, detail)
@@ -63,9 +106,12 @@ class ParseErrorProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
-        if self.cycle is not None and _CYCLE_HOOKS_OK:
-            self.cycle.__class__ = _Cycle  # the same object, with send() below
-            self.cycle.aisetl_ours = True  # type: ignore[attr-defined]
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is self.scope:  # a request to serve, no upgrade
+            self.headers = TrailerFields()  # (the request keeps its own list in its scope)
+            if _CYCLE_HOOKS_OK:
+                cycle.__class__ = _Cycle  # the same object, with send() below
+                cycle.aisetl_ours = True  # type: ignore[attr-defined]
 
     def on_body(self, body: bytes) -> None:
         whole: SizedBody | None = getattr(self.cycle, "aisetl_whole", None)

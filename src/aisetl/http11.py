@@ -15,6 +15,11 @@ _MAX_CHUNK_LINE = 4096
 #: the standard library's own header reader).
 MAX_HEADER_LINE = 65536
 MAX_HEADER_LINES = 100
+#: The most bytes a chunked body's trailer section may have (its lines: at most
+#: :data:`MAX_HEADER_LINES`).
+MAX_TRAILER_BYTES = 65536
+TRAILERS_TOO_LARGE = f"Invalid chunked body: its trailers are over {MAX_TRAILER_BYTES} bytes"
+TOO_MANY_TRAILERS = f"Invalid chunked body: more than {MAX_HEADER_LINES} trailer lines"
 #: Bytes a header name may not hold (anything but an RFC 9110 token character).
 NOT_TOKEN = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
 _HEAD_END = (b"\r\n", b"\n", b"")
@@ -150,13 +155,19 @@ class ChunkedBodyReader(io.RawIOBase):
         return size
 
     def _finish(self) -> None:
-        while True:  # trailers, if any, end with an empty line
+        """Read (and drop) the trailer section, bounded as a head is, up to its empty line."""
+        section = 0
+        for _ in range(MAX_HEADER_LINES + 1):
             line = self._stream.readline(_MAX_CHUNK_LINE)
             if not line:
                 raise ClientGone("client closed the connection inside chunked trailers")
             if line in (b"\r\n", b"\n"):
-                break
-        self.finished = True
+                self.finished = True
+                return
+            section += len(line)
+            if section > MAX_TRAILER_BYTES:
+                raise Failure(400, TRAILERS_TOO_LARGE)
+        raise Failure(400, TOO_MANY_TRAILERS)
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         if self.finished:

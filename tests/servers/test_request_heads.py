@@ -174,3 +174,46 @@ def test_a_large_head_within_the_limits_is_served(etl: ETL, framework: str) -> N
     answer = send_then_read(etl, put("/b/big-head", lines, b"q" * 300_000))
     assert status_of(answer) == 200, answer[:200]
     assert answer.endswith(b"\r\n\r\n" + b"Q" * 300_000)
+
+
+def chunked_put(path: str, trailers: bytes, body: bytes = b"abc") -> bytes:
+    """A chunked PUT of ``body`` whose last chunk is followed by ``trailers``."""
+    return (
+        f"PUT {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        "Connection: close\r\n\r\n".encode()
+        + b"%x\r\n%s\r\n0\r\n" % (len(body), body)
+        + trailers
+        + b"\r\n"
+    )
+
+
+def test_chunked_trailers_are_read_and_the_object_served(etl: ETL, framework: str) -> None:
+    trailers = b"X-Checksum: 0123abcd\r\nX-Other: " + b"t" * 2000 + b"\r\n"
+    answer = raw_exchange(etl, chunked_put("/b/trailed", trailers, b"q" * 5000))
+    assert status_of(answer) == 200, answer[:200]
+    assert answer.endswith(b"\r\n\r\n" + b"Q" * 5000)
+    assert health_ok(etl)
+
+
+@pytest.mark.parametrize(
+    "endless",
+    [
+        b"".join(b"X-Trailer-%06d: %s\r\n" % (i, b"v" * 40) for i in range(50_000)),
+        b"".join(b"X-T-%d: %s\r\n" % (i, b"v" * 4000) for i in range(60)),
+        b"X-Huge: " + b"v" * 300_000 + b"\r\n",
+    ],
+    ids=["3-MB-of-trailer-lines", "240-KB-in-60-lines", "a-300-KB-trailer-line"],
+)
+def test_trailers_over_a_heads_limits_are_refused(etl: ETL, framework: str, endless: bytes) -> None:
+    """A trailer section is bounded as a head is: more than 100 lines, or over 64 KiB.
+    (uvicorn would add every trailer to the request's own headers.) gunicorn has bounds of its
+    own: 100 lines of at most 8,190 bytes."""
+    answer = send_then_read(etl, chunked_put("/b/trailers", endless))
+    lines = endless.splitlines()
+    if framework == "flask" and len(lines) <= 100 and max(map(len, lines)) <= 8190:
+        assert status_of(answer) == 200 and answer.endswith(b"\r\n\r\nABC"), answer[:300]
+    else:
+        assert 400 <= status_of(answer) < 500, answer[:300]
+    if framework != "flask":
+        assert b"Invalid chunked body" in answer and b"trailer" in answer, answer[:300]
+    assert health_ok(etl)
