@@ -217,3 +217,31 @@ def test_trailers_over_a_heads_limits_are_refused(etl: ETL, framework: str, endl
     if framework != "flask":
         assert b"Invalid chunked body" in answer and b"trailer" in answer, answer[:300]
     assert health_ok(etl)
+
+
+def test_a_body_error_after_the_reply_began_ends_the_connection_without_an_error_head(
+    launch: Launcher, framework: str
+) -> None:
+    """A streaming reply is under way when the body turns out malformed: an error head written
+    into the reply would read as part of the object, so the connection just ends, the reply
+    unfinished (its last chunk never comes), and the client sees a broken reply."""
+    etl = launch(f"stream-{framework}", "tests.transformers:UpperStream", framework, comm="hpush")
+    piece = b"s" * 70_000
+    head = b"PUT /b/streamed HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    with socket.create_connection((etl.server().host, etl.server().port), timeout=20) as sock:
+        sock.sendall(head + (b"%x\r\n%s\r\n" % (len(piece), piece)) * 4)
+        received = b""
+        while b"\r\n\r\n" not in received or len(received) < 1000:  # the reply has begun
+            chunk = sock.recv(65536)
+            assert chunk, received[:300]
+            received += chunk
+        assert status_of(received) == 200
+        sock.sendall(b"zz\r\n")  # not a chunk size
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except OSError:
+            pass
+    assert received.count(b"HTTP/1.1") == 1, received[-300:]
+    assert not received.endswith(b"0\r\n\r\n")  # unfinished: the client knows it is broken
+    assert health_ok(etl)
