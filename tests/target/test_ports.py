@@ -128,6 +128,9 @@ def test_a_held_port_is_refused_to_other_picks_yet_its_server_listens(
             ports_module.random, "randrange", lambda lo, hi: next(picks, (lo + hi) // 2)
         )
         assert free_port() != held  # another test process's pick skips it
+        picks = iter([held, held, held])
+        with PortLease() as other:  # and so does its lease
+            assert other.port != held
         with socket.socket() as server:  # the server it is for binds as servers do
             server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             server.bind(("127.0.0.1", held))
@@ -145,6 +148,25 @@ def test_listener_is_ours_tells_whose_socket_listens() -> None:
         assert listener_is_ours(os.getsid(0), port) is True
         other = os.getsid(0) + 1 if os.getsid(0) > 1 else 2
         assert listener_is_ours(other, port) is False
+
+
+def test_a_listener_in_another_pid_namespace_is_not_called_foreign(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A container's server (``docker run`` started it, not our child) is trusted."""
+    here = ports_module._pid_namespace("self")
+    monkeypatch.setattr(
+        ports_module,
+        "_pid_namespace",
+        lambda pid: here if pid == "self" else "pid:[4026532999]",
+    )
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert listener_is_ours(os.getsid(0), port) is True  # (the session decides first)
+        other = os.getsid(0) + 1 if os.getsid(0) > 1 else 2
+        assert listener_is_ours(other, port) is None
 
 
 def test_a_started_server_listens_in_its_own_session(slow_server: str, tmp_path: Path) -> None:

@@ -4,13 +4,14 @@ telling whether the process listening on it is the one we started.
 A port picked free may be taken before the server binds it: by another test process that
 picked the same number, or by anything else. Two measures keep a start truthful:
 
-- :class:`PortLease` holds the picked port bound (with ``SO_REUSEADDR``, not listening) while
-  the server starts. Every other pick, ours or the kernel's, refuses a held port, yet a server
-  that binds with ``SO_REUSEADDR`` (uvicorn, gunicorn, the standard library's, Go's and Node's
+- :class:`PortLease` holds the picked port bound while the server starts: bound without
+  ``SO_REUSEADDR`` (so no other socket holds the port) and then given it (not listening). Every
+  other pick, a lease, :func:`free_port` or the kernel's, refuses a held port, yet a server that
+  binds with ``SO_REUSEADDR`` (uvicorn, gunicorn, the standard library's, Go's and Node's
   listeners all do) can still listen on it.
 - :func:`listener_is_ours` reads ``/proc`` to tell whether the socket that listens on the port
-  belongs to the server's process tree, so a ``/health`` answer from someone else's server on
-  the same port is never taken for ours.
+  belongs to the server's processes, so a ``/health`` answer from someone else's server on the
+  same port is never taken for ours.
 """
 
 from __future__ import annotations
@@ -40,11 +41,9 @@ def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def _bound(host: str, port: int, *, reuse: bool) -> socket.socket | None:
-    """A socket bound to ``host:port``, or None when the port is taken."""
+def _bound(host: str, port: int) -> socket.socket | None:
+    """A socket bound to ``host:port`` (without ``SO_REUSEADDR``), or None when it is taken."""
     sock = socket.socket(_family(host), socket.SOCK_STREAM)
-    if reuse:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
     except OSError:
@@ -53,7 +52,7 @@ def _bound(host: str, port: int, *, reuse: bool) -> socket.socket | None:
     return sock
 
 
-def _pick(host: str, *, reuse: bool) -> socket.socket:
+def _pick(host: str) -> socket.socket:
     """A socket bound to a free port, below the ephemeral range when one is free there.
 
     A port from that range may be given to an outgoing connection (or another port-0 bind)
@@ -61,10 +60,10 @@ def _pick(host: str, *, reuse: bool) -> socket.socket:
     """
     top = _ephemeral_low()
     for _ in range(64):  # bounded; a busy range falls back to the kernel's choice
-        sock = _bound(host, random.randrange(max(1024, top - PORT_SPAN), top), reuse=reuse)
+        sock = _bound(host, random.randrange(max(1024, top - PORT_SPAN), top))
         if sock is not None:
             return sock
-    sock = _bound(host, 0, reuse=reuse)
+    sock = _bound(host, 0)
     if sock is None:
         raise OSError(f"no free TCP port on {host}")
     return sock
@@ -75,7 +74,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
     Nothing holds it: prefer :class:`PortLease` when the server takes a while to start.
     """
-    with _pick(host, reuse=False) as sock:
+    with _pick(host) as sock:
         port: int = sock.getsockname()[1]
         return port
 
@@ -83,13 +82,15 @@ def free_port(host: str = "127.0.0.1") -> int:
 class PortLease:
     """A free port, held bound on ``host`` until :meth:`release` (or the ``with`` block ends).
 
-    While it is held, :func:`free_port` and every bind without ``SO_REUSEADDR`` refuse the
-    port; the server it is for binds it with ``SO_REUSEADDR`` and listens.
+    While it is held, other leases, :func:`free_port` and every bind without ``SO_REUSEADDR``
+    refuse the port; the server it is for binds it with ``SO_REUSEADDR`` and listens.
     """
 
     def __init__(self, host: str = "127.0.0.1") -> None:
-        self._sock: socket.socket | None = _pick(host, reuse=True)
-        self.port: int = self._sock.getsockname()[1]
+        sock = _pick(host)  # alone on the port: another lease is refused here
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the server may bind it
+        self._sock: socket.socket | None = sock
+        self.port: int = sock.getsockname()[1]
 
     def release(self) -> None:
         """Stop holding the port (idempotent)."""
@@ -143,20 +144,36 @@ def _holds(pid: str, sockets: set[str]) -> bool:
     return False
 
 
+def _pid_namespace(pid: str) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
+
+
 def listener_is_ours(session: int, port: int) -> bool | None:
     """Whether a process of session ``session`` holds a socket listening on ``port``.
 
     A server started in a session of its own (``start_new_session``) has its PID as session
-    ID, and so have the workers it forks, even once they are re-parented. Returns None where
-    ``/proc`` does not tell (not Linux): the caller then trusts the answer it got.
+    ID, and so have the workers it forks, even once they are re-parented. False only when the
+    listening socket's holders are found and are processes of this PID namespace outside that
+    session. None where ``/proc`` does not tell (not Linux; holders that cannot be read; a
+    holder in another PID namespace, such as a container's server that ``docker run`` started
+    for us): the caller then trusts the answer it got.
     """
     inodes = _listening_inodes(port)
     if not inodes:  # unreadable, or another network namespace's table
         return None
     sockets = {f"socket:[{inode}]" for inode in inodes}
-    wanted = str(session)
     try:
         pids = [name for name in os.listdir("/proc") if name.isdigit()]
     except OSError:
         return None
-    return any(_session(pid) == wanted and _holds(pid, sockets) for pid in pids)
+    wanted = str(session)
+    if any(_session(pid) == wanted and _holds(pid, sockets) for pid in pids):
+        return True
+    holders = [pid for pid in pids if _holds(pid, sockets)]
+    here = _pid_namespace("self")
+    if holders and here is not None and all(_pid_namespace(pid) == here for pid in holders):
+        return False
+    return None
