@@ -69,10 +69,8 @@ class TrailerFields(list[tuple[bytes, bytes]]):
     chunked body's trailers): counted and dropped. uvicorn would add them, without a bound, to
     the headers of the request being served."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines = 0
-        self.size = 0
+    lines = 0  # (class defaults: a request without trailers runs no Python to make one)
+    size = 0
 
     def append(self, field: tuple[bytes, bytes]) -> None:
         self.lines += 1
