@@ -114,7 +114,7 @@ class WSGIProtocolHandler:
 
     def __init__(self, etl: FlaskServer) -> None:
         self._etl = etl
-        self._flow = FlowPerProcess(lambda: Flow(self._etl))
+        self._flow = FlowPerProcess(lambda: Flow(self._etl, loop_direct_puts=True))
 
     @property
     def flow(self) -> Flow:

@@ -18,6 +18,7 @@ from aisetl.aio import LoopIO, TransportFailed
 from aisetl.deadline import Probe
 from aisetl.direct_put import DirectPut
 from aisetl.edge import Admitted, DownloadRequest, ObjectRequest, Refused, RequestHead, admit
+from aisetl.hop_loop import HopLoop
 from aisetl.invoke import Invoker, RunAsync
 from aisetl.outbound import OutboundClient, describe_error, redact_url
 from aisetl.protocol import (
@@ -53,7 +54,14 @@ Body = bytes | BinaryIO | None
 class Flow:
     """Handles objects for one server instance in one process (thread-safe)."""
 
-    def __init__(self, server: ETLServer, run_async: RunAsync | None = None) -> None:
+    def __init__(
+        self,
+        server: ETLServer,
+        run_async: RunAsync | None = None,
+        loop_direct_puts: bool = False,
+    ) -> None:
+        """``loop_direct_puts``: a threaded server's buffered direct puts to plain-HTTP hops go
+        out on a loop thread (:mod:`aisetl.hop_loop`) instead of the blocking client."""
         server.freeze_settings()
         self._server = server
         self._settings = server.settings
@@ -67,6 +75,7 @@ class Flow:
         self._content_type = server.get_mime_type()
         self.invoker = Invoker(server, run_async)
         self.streaming = server.use_streaming
+        self._hop_loop = HopLoop(self._settings) if loop_direct_puts else None
 
     # --- the edge ----------------------------------------------------------------------------
 
@@ -137,6 +146,13 @@ class Flow:
             if not hop:
                 return self._content(result)
             w.check("about to deliver it by direct put")
+            if self._hop_loop is not None and LoopIO.reaches(hop):
+                deadline = w.deadline
+                return self._hop_loop.run(
+                    lambda io: self._direct_put.deliver_async(
+                        io, hop, rest, request.path, request.etl_args, result, deadline=deadline
+                    )
+                )
             return self._direct_put.deliver(
                 hop,
                 rest,

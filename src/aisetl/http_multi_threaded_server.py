@@ -60,7 +60,7 @@ class HTTPMultiThreadedServer(ETLServer):
         super().__init__()
         self.host = host
         self.port = port
-        self._flow = FlowPerProcess(lambda: Flow(self))
+        self._flow = FlowPerProcess(lambda: Flow(self, loop_direct_puts=True))
 
     @property
     def flow(self) -> Flow:
