@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from aisetl import hop_loop as hop_loop_module
+from aisetl import per_process as per_process_module
 from aisetl.aio import LoopIO
 from aisetl.config import Settings
 from aisetl.edge import ObjectRequest
 from aisetl.flow import Flow
 from aisetl.hop_loop import HopLoop
 from aisetl.loader import bind_framework
+from aisetl.per_process import PerProcess
 from aisetl.sources import Failure
 from aisetl.target import EmulatedTarget
 from aisetl.target.wire import destination_hop
@@ -45,12 +47,28 @@ def test_an_exception_in_the_work_reaches_the_caller() -> None:
 def test_a_forked_worker_starts_a_loop_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
     loop = HopLoop(SETTINGS)
     loop.run(_where)
-    first = loop._started
+    parents = loop._started.get()[0]
     child = os.getpid() + 1
-    monkeypatch.setattr(hop_loop_module.os, "getpid", lambda: child)
+    monkeypatch.setattr(per_process_module.os, "getpid", lambda: child)
     assert loop.run(_where) == ("aisetl-hop-loop", True)
-    assert first is not None and loop._started is not None
-    assert loop._started[1] is not first[1]  # the parent's loop thread is not in the child
+    assert loop._started.get()[0] is not parents  # the parent's loop thread is not in the child
+
+
+def test_one_value_per_process_even_when_threads_ask_at_once() -> None:
+    built: list[int] = []
+
+    def build() -> int:
+        time.sleep(0.05)  # long enough for every thread to ask meanwhile
+        built.append(1)
+        return len(built)
+
+    value = PerProcess(build)
+    threads = [threading.Thread(target=value.get) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert value.get() == 1 and len(built) == 1
 
 
 @pytest.fixture
@@ -76,5 +94,5 @@ def test_a_threaded_servers_direct_put_lands_the_same_either_way(
     assert reply.status == 204, reply.body
     assert target.bucket("out").get(f"put-{on_loop}") == b"ABC" * 1000
     assert (flow._hop_loop is not None) == on_loop
-    if on_loop:
-        assert flow._hop_loop is not None and flow._hop_loop._started is not None
+    if on_loop:  # the loop thread was started for it
+        assert flow._hop_loop is not None and flow._hop_loop._started._value is not None

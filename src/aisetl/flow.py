@@ -9,9 +9,7 @@ are methods of their own here, so the two differ only in how they wait.
 
 from __future__ import annotations
 
-import os
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
 from aisetl.aio import LoopIO, TransportFailed
@@ -21,6 +19,7 @@ from aisetl.edge import Admitted, DownloadRequest, ObjectRequest, Refused, Reque
 from aisetl.hop_loop import HopLoop
 from aisetl.invoke import Invoker, RunAsync
 from aisetl.outbound import OutboundClient, describe_error, redact_url
+from aisetl.per_process import PerProcess
 from aisetl.protocol import (
     HEADER_EMPTY_RESULT,
     QPARAM_LATEST_VER,
@@ -397,24 +396,8 @@ def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
             close()
 
 
-class FlowPerProcess:
+class FlowPerProcess(PerProcess[Flow]):
     """This process's :class:`Flow`, built once after any fork, even when threads ask at once.
 
     (Two flows in one process would split its batches and its memory bound in two.)
     """
-
-    def __init__(self, build: Callable[[], Flow]) -> None:
-        self._build = build
-        self._lock = threading.Lock()
-        self._flow: tuple[int, Flow] | None = None
-
-    def get(self) -> Flow:
-        """The flow of the calling process."""
-        pid = os.getpid()
-        current = self._flow
-        if current is None or current[0] != pid:
-            with self._lock:
-                current = self._flow
-                if current is None or current[0] != pid:
-                    current = self._flow = (pid, self._build())
-        return current[1]

@@ -11,13 +11,13 @@ wait for its answer. Streaming bodies and TLS peers keep the blocking client.
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from aisetl.aio import LoopIO
 from aisetl.config import Settings
+from aisetl.per_process import PerProcess
 
 T = TypeVar("T")
 
@@ -36,26 +36,16 @@ class HopLoop:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._lock = threading.Lock()
-        self._started: tuple[int, asyncio.AbstractEventLoop, LoopIO] | None = None
+        self._started: PerProcess[tuple[asyncio.AbstractEventLoop, LoopIO]] = PerProcess(
+            self._start
+        )
 
-    def _loop(self) -> tuple[asyncio.AbstractEventLoop, LoopIO]:
-        pid = os.getpid()
-        started = self._started
-        if started is None or started[0] != pid:
-            with self._lock:
-                started = self._started
-                if started is None or started[0] != pid:
-                    loop = _new_loop()
-                    thread = threading.Thread(
-                        target=loop.run_forever, name="aisetl-hop-loop", daemon=True
-                    )
-                    thread.start()
-                    started = (pid, loop, LoopIO(self._settings, asyncio.to_thread))
-                    self._started = started
-        return started[1], started[2]
+    def _start(self) -> tuple[asyncio.AbstractEventLoop, LoopIO]:
+        loop = _new_loop()
+        threading.Thread(target=loop.run_forever, name="aisetl-hop-loop", daemon=True).start()
+        return loop, LoopIO(self._settings, asyncio.to_thread)
 
     def run(self, work: Callable[[LoopIO], Coroutine[Any, Any, T]]) -> T:
         """``work(io)`` on the loop thread; its result, or its exception, on this thread."""
-        loop, io = self._loop()
+        loop, io = self._started.get()
         return asyncio.run_coroutine_threadsafe(work(io), loop).result()

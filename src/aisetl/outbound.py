@@ -6,9 +6,7 @@ server was built each get their own), keep-alive, TLS and token settings from th
 
 from __future__ import annotations
 
-import os
 import re
-import threading
 from collections.abc import Iterable
 from typing import cast
 
@@ -22,6 +20,7 @@ from urllib3.exceptions import (
 )
 
 from aisetl.config import Settings
+from aisetl.per_process import PerProcess
 
 #: Errors after which no response arrived: safe to retry against a replayable source.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -52,9 +51,7 @@ class OutboundClient:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._lock = threading.Lock()
-        self._pid = -1
-        self._pool: urllib3.PoolManager | None = None
+        self._pools: PerProcess[urllib3.PoolManager] = PerProcess(self._build)
         headers = {}
         if settings.authn_token:
             headers["Authorization"] = f"Bearer {settings.authn_token}"
@@ -64,13 +61,7 @@ class OutboundClient:
         )
 
     def _manager(self) -> urllib3.PoolManager:
-        pid = os.getpid()
-        if self._pool is None or self._pid != pid:
-            with self._lock:
-                if self._pool is None or self._pid != pid:
-                    self._pool = self._build()
-                    self._pid = pid
-        return self._pool
+        return self._pools.get()
 
     def _build(self) -> urllib3.PoolManager:
         s = self._settings
