@@ -89,16 +89,15 @@ class ParseErrorProtocol(HttpToolsProtocol):
         detail = str(error) if isinstance(error, httptools.HttpParserError) and str(error) else msg
         if error is not None and isinstance(error.__context__, TrailersRefused):
             detail = str(error.__context__)  # (raised in a parser callback)
+        self.logger.warning("malformed request from %s: %s", self.client, detail)
         cycle = self.cycle
         if cycle is not None and cycle.response_started and not cycle.response_complete:
             # A reply is on its way: an error head inside it would corrupt it. Closing the
             # connection leaves it unfinished, which the client sees.
-            self.logger.warning("malformed request from %s: %s", self.client, detail)
             self.transport.close()
             return
         raw_path = self.url.partition(b"?")[0].decode("latin-1")
         path = decode_path(raw_path) if raw_path.startswith("/") else None
-        self.logger.warning("malformed request from %s: %s", self.client, detail)
         self.transport.write(serialize(malformed_request_reply(400, detail, path)))
         self.transport.close()
 

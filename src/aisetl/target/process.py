@@ -238,6 +238,7 @@ async def start_server(
     """
     deadline = time.monotonic() + init_timeout
     attempts = 1 if port is not None else PORT_ATTEMPTS
+    environment = server_env(target_url, direct_put, env, top_env)
     for attempt in range(1, attempts + 1):
         lease: PortLease | None = None
         if port is not None:
@@ -252,7 +253,7 @@ async def start_server(
                 expand_argv(argv, chosen, host),
                 port=chosen,
                 host=host,
-                env=server_env(target_url, direct_put, env, top_env),
+                env=environment,
                 cwd=cwd,
                 log_path=log_path,
                 client=client,
