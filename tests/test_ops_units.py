@@ -18,6 +18,7 @@ from aisetl.inflight import InflightBytes
 from aisetl.logs import JsonFormatter, Redactor, TextFormatter, target_secret
 from aisetl.metrics import NULL
 from aisetl.sources import ClientGone
+from aisetl.watch import Watcher, in_flight
 
 URL = "http://10.0.0.1:8080/v1/etl/_object/md5-etl/AbCdEfGhIj"
 
@@ -104,6 +105,34 @@ def test_one_object_larger_than_the_bound_is_let_in_alone() -> None:
     assert not bound.acquire(1, 0)
     bound.release(500)
     assert bound.acquire(1, 0) and bound.reserved == 1
+
+
+def test_a_reservation_without_a_wait_takes_only_what_fits_and_never_jumps_the_queue() -> None:
+    bound = InflightBytes(100, NULL)
+    assert bound.try_acquire(60) and bound.reserved == 60
+    assert not bound.try_acquire(50) and bound.reserved == 60 and bound.waiting == 0
+    waiter = threading.Thread(target=bound.acquire, args=(90, 10))
+    waiter.start()
+    while bound.waiting < 1:
+        time.sleep(0.001)
+    assert not bound.try_acquire(10)  # it would fit, but a waiter came first
+    bound.release(60)
+    waiter.join(5)
+    assert bound.reserved == 90
+
+
+def test_a_watch_that_needs_a_wait_for_memory_is_not_opened() -> None:
+    watcher = Watcher(settings(AISETL_MAX_INFLIGHT_BYTES="1000"), logging.getLogger("test"))
+    first = watcher.watch_reserved("hpush", "b/one", 300)  # 300 bytes and room for a result
+    assert first is not None and watcher.memory.reserved > 300
+    opened = in_flight()
+    assert watcher.watch_reserved("hpush", "b/two", 300) is None
+    assert in_flight() == opened and watcher.memory.waiting == 0
+    first.finish()
+    assert watcher.memory.reserved == 0
+    second = watcher.watch_reserved("hpush", "b/two", 300)
+    assert second is not None and in_flight() == opened
+    second.finish()
 
 
 def test_no_bound_only_counts() -> None:

@@ -29,7 +29,7 @@ import re
 import sys
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Protocol
 
 import httptools
 from uvicorn.protocols.http.flow_control import FlowControl
@@ -46,14 +46,19 @@ from aisetl.http11 import (
     serialize,
 )
 from aisetl.protocol import decode_path
-from aisetl.reply import malformed_request_reply
+from aisetl.reply import TEXT_PLAIN, Reply, malformed_request_reply
 from aisetl.sized_body import SizedBody
 from aisetl.sources import ClientGone
 
-#: The method uvicorn calls for a request it cannot parse, which the subclass overrides.
-UVICORN_METHODS = ("send_400_response", "on_headers_complete", "on_body")
+#: The methods of uvicorn's protocol that the subclass overrides or calls.
+UVICORN_METHODS = (
+    "send_400_response", "on_headers_complete", "on_body", "on_message_complete",
+    "data_received", "_start_asgi_task", "_unset_keepalive_if_required",
+)  # fmt: skip
 #: Connection state the override reads.
-UVICORN_ATTRIBUTES = ("url", "logger", "client", "transport", "cycle", "headers", "scope")
+UVICORN_ATTRIBUTES = (
+    "url", "logger", "client", "transport", "cycle", "headers", "scope", "app", "flow",
+)  # fmt: skip
 LOST = (
     "a request uvicorn cannot parse gets uvicorn's own 'Invalid HTTP request received.' "
     "instead of the parser's reason in aisetl's error format"
@@ -103,8 +108,17 @@ class ParseErrorProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
+        self._adopt_cycle()
+
+    def _adopt_cycle(self) -> None:
+        """Make the cycle of the request whose head just ended ours (once; from uvicorn's
+        ``on_headers_complete``, or from the start of its task within it)."""
         cycle = self.cycle
-        if cycle is not None and cycle.scope is self.scope:  # a request to serve, no upgrade
+        if (
+            cycle is not None
+            and cycle.scope is self.scope  # a request to serve, no upgrade
+            and not isinstance(self.headers, TrailerFields)
+        ):
             self.headers = TrailerFields()  # (the request keeps its own list in its scope)
             if _CYCLE_HOOKS_OK:
                 cycle.__class__ = _Cycle  # the same object, with send() below
@@ -116,6 +130,90 @@ class ParseErrorProtocol(HttpToolsProtocol):
             super().on_body(body)
             return
         whole.add(body)  # one copy into place, no pause: the handler admitted this size
+
+    # A request that came whole in one read is served in the parser's callback, when the app
+    # can answer it there (:class:`ServesNow`): no task, no ASGI messages.
+
+    aisetl_reading = False  # inside data_received
+    aisetl_deferred: tuple[RequestResponseCycle, Any] | None = None  # its task not started
+
+    def data_received(self, data: bytes) -> None:
+        self.aisetl_reading = True
+        try:
+            super().data_received(data)
+        finally:
+            self.aisetl_reading = False
+            deferred = self.aisetl_deferred
+            if deferred is not None:  # its body goes on in later reads: serve it as usual
+                self.aisetl_deferred = None
+                if not self.transport.is_closing():
+                    self._start_task(*deferred)
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        if cycle is self.cycle:
+            self._adopt_cycle()
+        if (
+            self.aisetl_reading
+            and self.aisetl_deferred is None
+            and getattr(cycle, "aisetl_ours", False)
+            and not cycle.access_log
+            and getattr(app, "aisetl_serve_now", None) is not None
+            and not self.transport.is_closing()
+        ):
+            self.aisetl_deferred = (cycle, app)  # until its body is complete, in this read
+            return
+        self._start_task(cycle, app)
+
+    def _start_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        # (a request served in a callback armed the idle timer; the next one is not idle)
+        self._unset_keepalive_if_required()
+        super()._start_asgi_task(cycle, app)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        deferred = self.aisetl_deferred
+        if deferred is not None and deferred[0] is self.cycle:
+            self.aisetl_deferred = None
+            self._serve_now(*deferred)
+
+    def _serve_now(self, cycle: RequestResponseCycle, app: Any) -> None:
+        """Answer a whole request in this callback, or start its task where the app says so."""
+        try:
+            answer = app.aisetl_serve_now(cycle.scope, bytes(cycle.body))
+        except Exception:
+            self.logger.exception("Exception in ASGI application")
+            answer = Reply(500, {"Content-Type": TEXT_PLAIN}, b"Internal Server Error")
+            cycle.keep_alive = False
+        if answer is None:
+            self._start_task(cycle, app)
+        elif not isinstance(answer, Reply):
+            self._start_task(cycle, answer)  # the rest of its work, as an ASGI app
+        elif not write_whole_now(cycle, answer):
+            self._start_task(cycle, _Sends(answer))
+
+
+class ServesNow(Protocol):
+    """An ASGI app that may answer a whole request without a task (``aisetl_serve_now``)."""
+
+    def aisetl_serve_now(self, scope: dict[str, Any], body: bytes) -> Reply | ASGIApp | None:
+        """The reply to the request of ``scope`` whose body is ``body``; or an ASGI app to
+        run for it instead (the rest of its work, which must wait); or ``None``: the app
+        itself serves it, as any request. Called in a protocol callback: it must not block."""
+
+
+ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
+
+
+class _Sends:
+    """An ASGI app that only sends one reply (one :func:`write_whole_now` could not write)."""
+
+    def __init__(self, reply: Reply) -> None:
+        self._reply = reply
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        from aisetl.asgi_io import send_reply  # (asgi_io builds on this module)
+
+        await send_reply(send, self._reply)
 
 
 async def receive_whole(receive: Callable[[], Awaitable[Any]], length: int) -> bytes | None:
@@ -171,26 +269,56 @@ async def send_whole(
     to write): send it message by message then.
     """
     cycle = getattr(send, "__self__", None)
-    line = _STATUS_LINES.get(status)
-    if not isinstance(cycle, _Cycle) or cycle.response_started or cycle.access_log or not line:
+    if not isinstance(cycle, _Cycle):
         return False
+    head = _whole_head(cycle, status, headers, len(body))
+    if head is None:
+        return False
+    await _drained(cycle)
+    _write_whole(cycle, head, body, head_only)
+    await _drained(cycle)  # as _Cycle.send: return once the bytes are on their way
+    return True
+
+
+def write_whole_now(cycle: RequestResponseCycle, reply: Reply) -> bool:
+    """:func:`send_whole` of ``reply`` from a protocol callback, when the transport takes
+    writes now (``False``, with nothing written, where it would have to wait or refuses)."""
+    if not isinstance(cycle, _Cycle) or cycle.flow.write_paused:
+        return False
+    head = _whole_head(cycle, reply.status, reply.raw_headers(), len(reply.body))
+    if head is None:
+        return False
+    _write_whole(cycle, head, reply.body, False)
+    return True
+
+
+def _whole_head(
+    cycle: _Cycle, status: int, headers: list[tuple[bytes, bytes]], length: int
+) -> bytes | None:
+    """The head :func:`send_whole` writes (``None``: a reply it does not cover)."""
+    line = _STATUS_LINES.get(status)
+    if cycle.response_started or cycle.access_log or not line:
+        return None
     parts = [line]
     for pair in (*cycle.default_headers, *headers):
         if pair not in _CHECKED and not _check(pair):
-            return False
+            return None
         parts += (pair[0], b": ", pair[1], b"\r\n")
-    parts += (b"content-length: ", b"%d" % len(body), b"\r\n")
+    parts += (b"content-length: ", b"%d" % length, b"\r\n")
     if _CLOSE in cycle.scope["headers"]:  # (uvicorn < 0.53 decides this in send, not before)
         cycle.keep_alive = False
     if not cycle.keep_alive:
         parts.append(b"connection: close\r\n")
     parts.append(b"\r\n")
-    await _drained(cycle)
+    return b"".join(parts)
+
+
+def _write_whole(cycle: _Cycle, head: bytes, body: bytes, head_only: bool) -> None:
+    """Write a reply's head and body and finish the cycle, as uvicorn's ``send`` would."""
     if cycle.disconnected:  # (uvicorn's send drops what is sent to a client that left)
-        return True
+        return
     cycle.response_started = True
     cycle.waiting_for_100_continue = False
-    head = b"".join(parts)
     head_only = head_only or cycle.scope["method"] == "HEAD"  # (a HEAD reply has no body)
     for data in (head,) if head_only else joined(head, body):
         cycle.transport.write(data)
@@ -199,8 +327,6 @@ async def send_whole(
     if not cycle.keep_alive:
         cycle.transport.close()
     cycle.on_response()
-    await _drained(cycle)  # as _Cycle.send: return once the bytes are on their way
-    return True
 
 
 #: Header lines already found fit for :func:`send_whole` (most replies repeat the same few).

@@ -106,10 +106,7 @@ async def send_reply(
     send: Send, reply: Reply, threads: Handoff | None = None, head_only: bool = False
 ) -> None:
     """Send a reply; a stream is pulled chunk by chunk on the transform threads."""
-    headers = [
-        (name.lower().encode("latin-1"), value.encode("latin-1"))
-        for name, value in reply.headers.items()
-    ]
+    headers = reply.raw_headers()
     if reply.stream is None:
         if await send_whole(send, reply.status, headers, reply.body, head_only):
             return

@@ -22,18 +22,29 @@ import uvicorn
 from fastapi import FastAPI
 
 from aisetl import drain
+from aisetl._uvicorn_http import ASGIApp
 from aisetl._uvicorn_run import GracefulServer, etl_uvicorn_config, raise_loading_keep_alive
 from aisetl._uvicorn_ws import EXTENSION as FRAMES_EXTENSION
 from aisetl.aio import LoopIO
 from aisetl.asgi_io import Receive, ReceiveReader, Send, read_body, send_reply
-from aisetl.edge import Body, Headers, Refused, RequestHead, content_length, is_metrics_request
+from aisetl.edge import (
+    Admitted,
+    Body,
+    Headers,
+    ObjectRequest,
+    Refused,
+    RequestHead,
+    content_length,
+    is_metrics_request,
+)
 from aisetl.flow import Flow
 from aisetl.handoff import Handoff
 from aisetl.metrics import metrics_reply
 from aisetl.protocol import DEFAULT_PORT, HEALTH_BODY, WS_PATH, is_health_check
-from aisetl.reply import TEXT_PLAIN, health_reply
+from aisetl.reply import TEXT_PLAIN, Reply, health_reply
 from aisetl.server import ETLServer
 from aisetl.sources import ClientGone, Failure
+from aisetl.watch import Watch
 from aisetl.workers import bind_socket, run_workers
 from aisetl.ws_protocol import CLOSE_POLICY
 from aisetl.ws_session import WebSocketSession
@@ -89,15 +100,19 @@ class ETLApp(FastAPI):
         # Started by a plain `uvicorn module:app` (the reference's command line)?
         raise_loading_keep_alive(etl.settings.keepalive_timeout, etl.logger)
 
+    def _etl_only(self) -> bool:
+        """Whether every request is the protocol handler's (no user routes or middleware)."""
+        return not self.user_middleware and len(self.router.routes) == self._own_routes
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "lifespan"
-            and not self.user_middleware
-            and len(self.router.routes) == self._own_routes
-        ):
+        if scope["type"] != "lifespan" and self._etl_only():
             await self.etl_handler(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
+
+    def aisetl_serve_now(self, scope: Scope, body: bytes) -> Reply | ASGIApp | None:
+        """Answer a whole request in uvicorn's callback (see ``_uvicorn_http.ServesNow``)."""
+        return self.etl_handler.serve_now(scope, body) if self._etl_only() else None
 
 
 @dataclass
@@ -149,8 +164,7 @@ class ProtocolHandler:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         method: str = scope["method"]
-        raw = scope.get("raw_path")
-        raw_path = raw.decode("utf-8", "surrogateescape") if raw else scope["path"]
+        raw_path = _raw_path(scope)
         if is_health_check(method, raw_path):
             if method == "GET" and drain.reason() is None:
                 # the kubelet's probe: answered on the loop, nothing to allocate
@@ -163,21 +177,58 @@ class ProtocolHandler:
         if is_metrics_request(method, raw_path):
             await send_reply(send, metrics_reply(self._etl.settings), head_only=method == "HEAD")
             return
-        headers = Headers.from_raw(scope["headers"])
-        head = RequestHead(
-            method,
-            raw_path,
-            scope["query_string"].decode("latin-1"),
-            headers,
-            content_length(headers.get("content-length")),
-            "chunked" in (headers.get("transfer-encoding") or "").lower(),
-        )
+        head = _request_head(scope, method, raw_path)
+        runtime = self.runtime()
+        admitted = runtime.flow.admit(head)
+        if isinstance(admitted, Refused):
+            await send_reply(send, runtime.flow.refusal(admitted))
+            return
+        await self._serve(runtime, head, admitted, receive, send)
+
+    def serve_now(self, scope: Scope, body: bytes) -> Reply | ASGIApp | None:
+        """The reply to a request whose body came whole, made without waiting (a quick
+        transform of a pushed object, a probe, a refusal); or an ASGI app that does the part
+        that waits; or ``None``: serve it as any request. (Called in uvicorn's callback.)"""
+        method: str = scope["method"]
+        raw_path = _raw_path(scope)
+        if is_health_check(method, raw_path):
+            return health_reply()
+        if is_metrics_request(method, raw_path):
+            return metrics_reply(self._etl.settings)
+        head = _request_head(scope, method, raw_path)
         runtime = self.runtime()
         flow = runtime.flow
         admitted = flow.admit(head)
         if isinstance(admitted, Refused):
-            await send_reply(send, flow.refusal(admitted))
-            return
+            return flow.refusal(admitted)
+        request = admitted.request
+        limit = self._etl.settings.max_body_size
+        if (
+            admitted.body is not Body.BYTES
+            or (limit and len(body) > limit)
+            or not isinstance(request, ObjectRequest)
+            or not flow.can_run_inline(request, body)
+        ):
+            return _Rest(self, runtime, head, admitted)
+        watch = flow.watch_now(request, head.content_length)
+        if watch is None:  # no room for it yet: wait for it, as any request
+            return _Rest(self, runtime, head, admitted)
+        try:
+            reply = flow.handle_inline(request, body, watch)
+            if reply is None:  # it must run on the pool after all
+                return _OnPool(self, runtime, request, body, watch)
+            watch.reply(reply)
+        except BaseException as exc:
+            watch.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        watch.finish()
+        return reply
+
+    async def _serve(
+        self, runtime: _Runtime, head: RequestHead, admitted: Admitted, receive: Receive, send: Send
+    ) -> None:
+        """Read an admitted request's body as it says, handle the object and send the reply."""
+        flow = runtime.flow
         request = admitted.request
         body: bytes | io.BufferedReader | None = None
         listener: asyncio.Future[Any] | None = None
@@ -208,11 +259,14 @@ class ProtocolHandler:
             finally:
                 if listener is not None:
                     listener.cancel()
-            try:
-                await send_reply(send, watch.reply(reply), runtime.threads)
-            except ClientGone as exc:  # noticed by a streamed reply's transform
-                flow.client_gone(exc)
-                watch.gone()
+            await self._send(runtime, send, watch, reply)
+
+    async def _send(self, runtime: _Runtime, send: Send, watch: Watch, reply: Reply) -> None:
+        try:
+            await send_reply(send, watch.reply(reply), runtime.threads)
+        except ClientGone as exc:  # noticed by a streamed reply's transform
+            runtime.flow.client_gone(exc)
+            watch.gone()
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = await receive()
@@ -240,6 +294,57 @@ class ProtocolHandler:
             frames=frames,
         )
         await session.run()
+
+
+class _Rest:
+    """An ASGI app that serves an admitted request the usual way (reads its body, ...)."""
+
+    def __init__(
+        self, handler: ProtocolHandler, runtime: _Runtime, head: RequestHead, admitted: Admitted
+    ) -> None:
+        self._args = (handler, runtime, head, admitted)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        handler, runtime, head, admitted = self._args
+        await handler._serve(runtime, head, admitted, receive, send)
+
+
+class _OnPool:
+    """An ASGI app that runs a watched object's transform on the pool, then replies."""
+
+    def __init__(
+        self,
+        handler: ProtocolHandler,
+        runtime: _Runtime,
+        request: ObjectRequest,
+        body: bytes,
+        watch: Watch,
+    ) -> None:
+        self._args = (handler, runtime, request, body, watch)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        handler, runtime, request, body, watch = self._args
+        with watch:
+            reply = await runtime.threads.run(runtime.flow.handle, request, body, watch)
+            await handler._send(runtime, send, watch, reply)
+
+
+def _raw_path(scope: Scope) -> str:
+    raw = scope.get("raw_path")
+    path: str = raw.decode("utf-8", "surrogateescape") if raw else scope["path"]
+    return path
+
+
+def _request_head(scope: Scope, method: str, raw_path: str) -> RequestHead:
+    headers = Headers.from_raw(scope["headers"])
+    return RequestHead(
+        method,
+        raw_path,
+        scope["query_string"].decode("latin-1"),
+        headers,
+        content_length(headers.get("content-length")),
+        "chunked" in (headers.get("transfer-encoding") or "").lower(),
+    )
 
 
 async def _disconnected(receive: Receive) -> None:

@@ -93,6 +93,12 @@ class Flow:
             comm = "hpull" if request.from_target else "hpush"
         return self.watcher.watch(comm, request.path, gone)
 
+    def watch_now(self, request: ObjectRequest, length: int | None) -> Watch | None:
+        """:meth:`watch`, with the room for a body of ``length`` bytes reserved; ``None`` when
+        that needs a wait (then :meth:`watch` and :meth:`Watch.reserve_async` as usual)."""
+        comm = "hpull" if request.from_target else "hpush"
+        return self.watcher.watch_reserved(comm, request.path, length)
+
     def watch_ws(self, request: ObjectRequest | None) -> Watch:
         """Start watching a ws task (its failures are logged by the ws task rules)."""
         path = request.path if request is not None else "(unknown)"

@@ -78,6 +78,11 @@ class InflightBytes:
             waiter.granted = True
             waiter.wake()
 
+    def try_acquire(self, size: int) -> bool:
+        """Reserve ``size`` bytes if that needs no wait (``False``: nothing reserved)."""
+        with self._lock:
+            return self._take(size)
+
     def acquire(self, size: int, timeout: float | None) -> bool:
         """Reserve ``size`` bytes, waiting at most ``timeout`` seconds (None: as long as needed)."""
         with self._lock:

@@ -25,6 +25,13 @@ class Reply:
     stream: Iterator[bytes] | None = None
     failure: Failure | None = None  # what this error answer is for (kept for the log)
 
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        """The headers as an ASGI server takes them: lower-case names, latin-1 bytes."""
+        return [
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in self.headers.items()
+        ]
+
     def close(self) -> None:
         """Release what an unsent stream holds (a file, a connection)."""
         close = getattr(self.stream, "close", None)

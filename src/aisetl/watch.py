@@ -79,6 +79,17 @@ class Watcher:
         """Start watching one object (``logs_failures=False``: its failure is logged elsewhere)."""
         return Watch(self, comm, path, gone, logs_failures)
 
+    def watch_reserved(self, comm: str, path: str, length: int | None) -> Watch | None:
+        """:meth:`watch`, with the room :meth:`Watch.reserve` takes for a body of ``length``
+        bytes already taken; ``None``, with nothing opened, when that room needs a wait."""
+        size = length * RESERVE_FACTOR if length else 0
+        if size and not self.memory.try_acquire(size):
+            return None
+        watch = Watch(self, comm, path, None, True)
+        if size:
+            watch._reserved = size
+        return watch
+
     def detached(self, path: str) -> Watch:
         """A watch that bounds the work but counts and logs nothing (a caller without one)."""
         return Watch(self, "", path, None, False, counted=False)
