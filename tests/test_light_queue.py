@@ -106,3 +106,24 @@ def test_a_writer_cancelled_after_its_wake_up_passes_it_on(make: Factory) -> Non
         return [taken, first.cancelled(), second.done(), await queue.get()]
 
     assert run(scenario) == ["held", True, True, "second"]
+
+
+def test_awaited_says_whether_a_reader_waits_for_the_next_item() -> None:
+    async def scenario() -> list[Any]:
+        queue: LightQueue[int] = LightQueue()
+        seen = [queue.awaited()]  # nobody reads yet
+        reader = asyncio.ensure_future(queue.get())
+        await settle()
+        seen.append(queue.awaited())  # a reader waits
+        queue.put_nowait(1)
+        seen.append(queue.awaited())  # woken, its item not taken yet
+        await reader
+        seen.append(queue.awaited())
+        cancelled = asyncio.ensure_future(queue.get())
+        await settle()
+        cancelled.cancel()
+        await settle()
+        seen.append(queue.awaited())  # the reader that waited was cancelled
+        return seen
+
+    assert run(scenario) == [False, True, False, False, False]

@@ -4,8 +4,8 @@ Each ws task passes through two queues (uvicorn's, from the protocol to the appl
 session's, from the reader to the writer of answers). :class:`asyncio.Queue` spends most of its
 time on what neither needs (task accounting for ``join``, its own methods calling each other);
 :class:`LightQueue` has the part they use: ``put``, ``put_nowait``, ``get``, ``empty``,
-``qsize``, ``full``, and the same behaviour when a waiting coroutine is cancelled (a wake-up it
-did not use goes to the next one waiting).
+``qsize``, ``full``, ``awaited``, and the same behaviour when a waiting coroutine is cancelled
+(a wake-up it did not use goes to the next one waiting).
 """
 
 from __future__ import annotations
@@ -36,6 +36,10 @@ class LightQueue(Generic[T]):
 
     def full(self) -> bool:
         return 0 < self._maxsize <= len(self._items)
+
+    def awaited(self) -> bool:
+        """Whether a coroutine waits in :meth:`get` (so the queue is empty)."""
+        return bool(self._getters) and not self._items
 
     def put_nowait(self, item: T) -> None:
         """Add ``item``; :class:`asyncio.QueueFull` when the queue is full."""

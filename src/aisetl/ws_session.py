@@ -148,16 +148,24 @@ class WebSocketSession:
                     event.size,
                 )
                 continue
+            answer: Answer | None = None
             if isinstance(event, AnswerNow):
                 watch = self._watch(None)
                 watch.status = 400
-                future = _ready(loop, event.answer)
+                answer = event.answer
             elif isinstance(event, StreamTask):
                 watch = self._watch(event.request)
                 future = await self._stream_task(event.request, watch)
             else:
                 watch = self._watch(event.request)
-                future = self._run(loop, event, watch)
+                answer, future = self._run(event, watch)
+            if answer is not None:
+                if isinstance(answer, Send) and self._replies.awaited():
+                    # every earlier task is answered and the writer waits: answer it here
+                    if not await self._deliver(answer, watch):
+                        return False
+                    continue
+                future = _ready(loop, answer)
             if future is None:
                 watch.gone()
                 self._answered(watch)
@@ -166,14 +174,16 @@ class WebSocketSession:
         return True
 
     def _run(
-        self, loop: asyncio.AbstractEventLoop, event: RunTask, watch: Watch
-    ) -> asyncio.Future[Answer]:
+        self, event: RunTask, watch: Watch
+    ) -> tuple[Answer, None] | tuple[None, asyncio.Future[Answer]]:
+        """The task's answer when it could be had at once (a quick transform, run inline);
+        otherwise the future of its answer."""
         flow, request, payload = self._flow, event.request, event.payload
         if flow.can_run_inline(request, payload):
             reply = flow.handle_inline(request, payload, watch)
             if reply is not None:
-                return _ready(loop, self._tasks.answer(watch.reply(reply), request))
-        return asyncio.ensure_future(self._task_async(request, payload, watch))
+                return self._tasks.answer(watch.reply(reply), request), None
+        return None, asyncio.ensure_future(self._task_async(request, payload, watch))
 
     async def _read(self, reading: Reading) -> bytes | str | Oversized | None:
         """The next message, its parts joined (in PROBE mode, capped); ``None``: closed."""
@@ -267,25 +277,28 @@ class WebSocketSession:
                 self._logger.exception("ws task failed unexpectedly")
                 answer = Send(f"Internal error: {type(exc).__name__}: {exc}")
                 watch.status = 500
-            try:
-                if isinstance(answer, _Streamed):
-                    going_on = await self._send_streamed(answer)
-                else:
-                    going_on = await self._send_answer(answer)
-            except OSError as exc:  # the target dropped the connection (a job ends that way)
-                watch.gone()
-                self._flow.client_gone(exc)
-                going_on = False
-            except BaseException:
-                watch.gone()
-                raise
-            finally:
-                self._answered(watch)
+            going_on = await self._deliver(answer, watch)
             streaming = self._streaming
             if streaming is not None and future is streaming[2]:
                 streaming[1].set()
             if not going_on:
                 return
+
+    async def _deliver(self, answer: Answer, watch: Watch) -> bool:
+        """Send a task's answer and end its watch; ``False`` when the connection ended."""
+        try:
+            if isinstance(answer, _Streamed):
+                return await self._send_streamed(answer)
+            return await self._send_answer(answer)
+        except OSError as exc:  # the target dropped the connection (a job ends that way)
+            watch.gone()
+            self._flow.client_gone(exc)
+            return False
+        except BaseException:
+            watch.gone()
+            raise
+        finally:
+            self._answered(watch)
 
     async def _send_answer(self, answer: Send | Close) -> bool:
         """Send one answer; ``False`` when it closed the connection."""

@@ -13,6 +13,7 @@ import itertools
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from websockets.client import ClientProtocol
@@ -165,3 +166,33 @@ def test_a_malformed_frame_closes_its_connection_and_the_server_serves_on(etl: E
         assert again.task("pieces/again.bin", b"again") == [b"AGAIN"]
     finally:
         again.close()
+
+
+def test_an_answer_ready_at_once_waits_for_the_tasks_before_it(etl: ETL, tmp_path: Path) -> None:
+    """Once quick tasks are answered where they are read (after a warm-up), a task that is not
+    (its object is read from a file, FQN) and quick ones behind it, in one write: the quick
+    answers wait for it, in arrival order."""
+    client = Client(etl)
+    try:
+        for i in range(40):  # past the streak that runs the quick transform on the loop
+            assert client.task(f"order/warm-{i}", b"warm") == [b"WARM"]
+        stored = payload(3000, seed=11)
+        file = tmp_path / "stored.bin"
+        file.write_bytes(stored)
+        proto = client.protocol
+        proto.send_binary(ws_control_message("order/from-file", fqn=str(file)))  # no payload
+        quick = [payload(50 + i, seed=20 + i) for i in range(3)]
+        for i, data in enumerate(quick):
+            proto.send_binary(ws_control_message(f"order/quick-{i}"))
+            proto.send_binary(data)
+        client.sock.sendall(client.pending())
+
+        def done(seen: list[object]) -> bool:
+            return sum(isinstance(e, Frame) and e.opcode is Opcode.BINARY for e in seen) >= 4
+
+        events = client.events(done)
+        answers = [e.data for e in events if isinstance(e, Frame) and e.opcode is Opcode.BINARY]
+        assert answers == [upper(stored), *map(upper, quick)]
+    finally:
+        client.close()
+    assert health_ok(etl)
