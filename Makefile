@@ -25,7 +25,7 @@ COMPILE = $(TOOLS_VENV)/bin/uv pip compile --quiet --upgrade --universal --pytho
 TORCH ?= torch==2.13.0
 
 .PHONY: venv ref-venv test test-oldest lock lint typecheck pytest demo bench reliability image-check clean \
-	prometheus-check memory-check bench-scrape
+	prometheus-check memory-check bench-scrape bench-handler
 
 $(BIN)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -129,6 +129,11 @@ memory-check: venv
 # Opt-in: server CPU per object with a /metrics scrape every second, none, and metrics off
 bench-scrape: venv
 	$(BIN)/python -m benchmarks.scrape_cost $(ARGS)
+
+# The Python cost of a 1 KiB object in each FastAPI server's protocol and handler, no sockets
+# (steadier than make bench for small objects; about a minute).
+bench-handler: venv ref-venv
+	AISETL_REFERENCE_PYTHON=$(abspath $(REF_VENV))/bin/python $(BIN)/python -m benchmarks.handler_cost $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(REF_VENV) $(OLDEST_VENV) $(TOOLS_VENV) .pytest_cache .mypy_cache .ruff_cache
