@@ -9,8 +9,8 @@ that keeps what is written only until the answer is complete. The kernel takes n
 is measured is the process's CPU time per object (every thread, for a server that hands the
 transform to one): uvicorn's parsing and cycle, the framework, the handler, the transform
 (echo). Its figures move from run to run far less than the socket benchmark's small-object
-cells; compare the median of a few runs. It is not a server's whole cost: the kernel's reads and writes come on top (the raw
-echo server of ``benchmarks.run`` shows about how much).
+cells; compare the median of a few runs. It is not a server's whole cost: the kernel's reads
+and writes come on top (the raw echo server of ``benchmarks.run`` shows about how much).
 
 ``python -m benchmarks.handler_cost [--mode hpush ws] [--objects N] [--rounds R]``
 (``AISETL_REFERENCE_PYTHON``: the reference's interpreter; ``make bench-handler``).

@@ -6,9 +6,10 @@ ws costs gigabytes. This subclass of uvicorn's own ``websockets`` sans-I/O proto
 opt-in extension, announced in the scope as ``aisetl.ws.frames``:
 
 * an application that accepts with ``{"type": "websocket.accept", "aisetl.ws.frames": True}``
-  receives binary messages in parts as they arrive: ``{"type": "websocket.receive", "bytes":
-  part, "aisetl.more": True}``, ..., and a last part with ``"aisetl.more": False``; reading
-  pauses until the application has taken each part, so memory does not grow with the message;
+  receives binary messages in parts as they arrive (of :data:`PART_MIN` or more, but the
+  last): ``{"type": "websocket.receive", "bytes": part, "aisetl.more": True}``, ..., and a last
+  part with ``"aisetl.more": False``; reading pauses until the application has taken each
+  part, so memory does not grow with the message;
 * it may send a binary message in parts: ``{"type": "websocket.send", "bytes": part,
   "aisetl.more": True}``, ..., and a last one with ``"aisetl.more": False``, each written as
   one frame when the transport has room.
@@ -24,8 +25,9 @@ Small whole messages sent in one turn of the event loop (the answers of pipeline
 finished together) go out in one write instead of one system call each.
 
 The common frames skip the library, which parses every frame with a generator per read and a
-frame object per frame: a whole binary message in one frame, read whole, is unmasked and
-delivered directly (:class:`~aisetl.ws_frames.ClientFrames`; every other frame still goes to
+frame object per frame: the frames of binary messages (a control message in one frame, a
+payload in frames of 4 KiB, a frame that spans reads) are unmasked and delivered directly
+(:class:`~aisetl.ws_frames.ClientFrames`; control frames, text and the rest still go to
 ``websockets``), and a small whole answer is framed here (:func:`~aisetl.ws_frames.server_head`).
 Messages reach the application through a :class:`~aisetl.light_queue.LightQueue` instead of
 uvicorn's ``asyncio.Queue``.
@@ -47,7 +49,7 @@ MORE = "aisetl.more"
 #: (``receive`` resumes reading, ``pause_writing`` / ``resume_writing`` drive ``writable``).
 UVICORN_METHODS = (
     "handle_connect", "handle_bytes", "handle_cont", "send", "data_received", "receive",
-    "pause_writing", "resume_writing",
+    "pause_writing", "resume_writing", "handle_parser_exception",
 )  # fmt: skip
 #: Its connection state that the subclass reads or sets.
 UVICORN_ATTRIBUTES = (
@@ -55,7 +57,7 @@ UVICORN_ATTRIBUTES = (
     "writable", "disconnected", "conn", "handshake_initiated", "config",
 )  # fmt: skip
 #: What the subclass calls on the protocol's ``conn`` (websockets' sans-I/O ``ServerProtocol``).
-WEBSOCKETS_METHODS = ("send_binary", "send_continuation", "data_to_send")
+WEBSOCKETS_METHODS = ("send_binary", "send_continuation", "data_to_send", "fail")
 #: What it reads of ``conn`` to know that frames may be read and written without it.
 WEBSOCKETS_ATTRIBUTES = ("state", "extensions")
 #: What a user loses when the check fails.
@@ -111,6 +113,7 @@ def build(
             self.aisetl_frames = False  # the application accepted the extension
             self.aisetl_client_frames: ClientFrames | None = None  # from the handshake on
             self.aisetl_parts: list[bytes] = []
+            self.aisetl_held_bytes = 0  # in aisetl_parts
             self.aisetl_sending = False  # a message sent in parts is open
             self.aisetl_held: list[bytes] | None = None  # frames waiting for one write
 
@@ -129,15 +132,16 @@ def build(
                 if self.handshake_initiated:  # frames start after it
                     self.aisetl_client_frames = ClientFrames(
                         self._aisetl_may_take,
-                        self._aisetl_binary,
+                        self._aisetl_take,
                         super().data_received,
                         self.config.ws_max_size,
+                        self._aisetl_fail,
                     )
-            if self.aisetl_parts:  # the message goes on in later reads: pass on what came
+            if self.aisetl_held_bytes >= PART_MIN:  # the message goes on in later reads
                 self._aisetl_deliver(more=True)
 
         def _aisetl_may_take(self) -> bool:
-            """Whether a whole binary frame may skip the library now."""
+            """Whether a binary message may skip the library now."""
             return bool(
                 self.aisetl_frames and self.conn.state is open_state and not self.conn.extensions
             )
@@ -149,23 +153,48 @@ def build(
             self._aisetl_binary(event.data, event.fin)
 
         def _aisetl_binary(self, data: bytes, fin: bool = True) -> None:
-            """The first frame of a binary message (its last too, with ``fin``): what
-            websockets parsed, or a whole frame :class:`ClientFrames` took."""
+            """The first frame of a binary message that websockets parsed (its last too, with
+            ``fin``)."""
             self.curr_msg_data_type = "bytes"
             self.aisetl_parts = [data]
+            self.aisetl_held_bytes = len(data)
             if fin:
                 self._aisetl_deliver(more=False)
+
+        def _aisetl_take(self, piece: bytes, first: bool, last: bool) -> None:
+            """A piece of a binary message that :class:`ClientFrames` took."""
+            if first:
+                self.curr_msg_data_type = "bytes"
+                self.aisetl_parts = [piece]
+                self.aisetl_held_bytes = len(piece)
+            else:
+                self.aisetl_parts.append(piece)
+                self.aisetl_held_bytes += len(piece)
+            if last:
+                self._aisetl_deliver(more=False)
+
+        def _aisetl_fail(self, code: int, reason: str) -> None:
+            """A taken message broke the rules: fail the connection as websockets does."""
+            self.aisetl_parts = []
+            self.aisetl_held_bytes = 0
+            if self.conn.state is open_state:
+                self.conn.fail(code, reason)
+                self.handle_parser_exception()  # (the close frame, the app told, closed)
+            else:
+                self.transport.close()
 
         def handle_cont(self, event: Any) -> None:
             if not self.aisetl_frames or self.curr_msg_data_type != "bytes":
                 super().handle_cont(event)
                 return
             self.aisetl_parts.append(event.data)
+            self.aisetl_held_bytes += len(event.data)
             if event.fin:
                 self._aisetl_deliver(more=False)
 
         def _aisetl_deliver(self, more: bool) -> None:
             parts, self.aisetl_parts = self.aisetl_parts, []
+            self.aisetl_held_bytes = 0
             if self.close_sent:
                 return
             data = bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
@@ -241,6 +270,10 @@ def build(
 
 #: A whole message up to this size may wait for the end of the loop turn to be written.
 HOLD_MAX = 64 * 1024
+#: A message that goes on in later reads is passed on in parts of at least this size (each
+#: part pauses reading until the application takes it: per read, that was two system calls
+#: and a wake-up of the application for every few KiB of a large payload).
+PART_MIN = 1024 * 1024
 
 
 #: The protocol class to give uvicorn as ``ws=`` (``None``: use uvicorn's default).

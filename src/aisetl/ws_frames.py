@@ -1,14 +1,18 @@
-"""RFC 6455 frames on the server side: the one frame shape that needs no library, and where
-the others begin and end.
+"""RFC 6455 frames on the server side: the frames of binary messages, which need no library,
+and where the others begin and end.
 
-Nearly every frame the target sends is one whole binary message in one frame: ``FIN`` set, no
-reserved bits, masked, its length within the limit. :class:`ClientFrames` takes such a frame,
-when it lies whole in what was read, straight from the bytes (unmasked in C by
-``websockets``' own ``apply_mask``), and hands every other byte to the WebSocket library
-unchanged: control frames, fragments, text, a frame split across reads, anything malformed.
-For that it keeps track of where the library's frames begin, so it can only take a frame that
-starts where the library expects the next one, and never takes one while the library is in the
-middle of a fragmented message.
+Nearly every frame the target sends belongs to a binary message: its control message, whole in
+one frame, and its payload, in one frame or (as a Go target writes it) in frames of 4 KiB. A
+frame is masked, has no reserved bits and fits the limit. :class:`ClientFrames` takes a binary
+message's frames straight from the bytes read, a piece at a time where a frame spans reads
+(unmasked in C by ``websockets``' own ``apply_mask``), and hands every other byte to the
+WebSocket library unchanged: control frames (also between a message's frames), text, a message
+the connection does not let it take, anything malformed. For that it keeps track of where the
+library's frames begin, so it can only start a message where the library expects the next
+frame, and never while the library is in the middle of a fragmented message of its own. Once
+it has begun a message it takes every data frame until the message ends; a frame that breaks
+the rules inside it (a new message, an unmasked frame, reserved bits, a message over the limit)
+fails the connection, as the library would (close code 1002 or 1009).
 
 :func:`server_head` builds the head of an unmasked frame the server sends (a whole message in
 one frame), which is all of a small answer's framing.
@@ -27,6 +31,8 @@ except ImportError:  # pragma: no cover - websockets always ships a wheel with t
 WHOLE_BINARY = 0x82
 #: ``FIN`` and opcode 1: a text message in one frame.
 WHOLE_TEXT = 0x81
+#: Opcode 2 without ``FIN``: the first frame of a binary message of several.
+_BINARY = 0x02
 _FIN = 0x80
 _MASKED = 0x80
 _OPCODE = 0x0F
@@ -67,33 +73,49 @@ def server_head(first: int, length: int) -> bytes:
 
 
 class ClientFrames:
-    """Splits what a client sends between whole binary frames taken here and the rest, given
+    """Splits what a client sends between the binary messages taken here and the rest, given
     to the WebSocket library in order.
 
-    ``may_take()`` says whether a whole binary frame may be taken now (the connection is open,
-    the application reads messages in parts, no extension is in use); ``take(payload)`` gets
-    its unmasked payload; ``give(data)`` passes bytes to the library.
+    ``may_take()`` says whether a binary message may be taken now (the connection is open,
+    the application reads messages in parts, no extension is in use); ``take(piece, first,
+    last)`` gets the unmasked payload of a taken message piece by piece (``first``: it begins
+    a message, ``last``: it ends it); ``give(data)`` passes bytes to the library;
+    ``fail(code, reason)`` fails the connection (nothing more is read after it).
     """
 
-    __slots__ = ("_fragmented", "_give", "_head", "_limit", "_may_take", "_owed", "_take")
+    __slots__ = (
+        "_dead", "_fail", "_fin", "_fragmented", "_give", "_head", "_left", "_limit", "_mask",
+        "_may_take", "_offset", "_owed", "_size", "_take", "_taking",
+    )  # fmt: skip
 
     def __init__(
         self,
         may_take: Callable[[], bool],
-        take: Callable[[bytes], None],
+        take: Callable[[bytes, bool, bool], None],
         give: Callable[[bytes | memoryview], None],
         limit: int | None,
+        fail: Callable[[int, str], None],
     ) -> None:
         self._may_take = may_take
         self._take = take
         self._give = give
         self._limit = limit
+        self._fail = fail
         self._owed = 0  # bytes of a frame the library has begun, not yet given to it
         self._head = b""  # the start of a frame whose head is not complete yet
         self._fragmented = False  # the library is inside a message of several frames
+        self._taking = False  # inside a binary message taken here (its last frame not ended)
+        self._size = 0  # the payload bytes of that message so far
+        self._left = 0  # payload bytes of the frame being taken, still to come
+        self._mask = b""  # that frame's mask, and how far into its payload it has come
+        self._offset = 0
+        self._fin = False  # that frame ends its message
+        self._dead = False  # the connection was failed
 
     def feed(self, data: bytes) -> None:
         """Take or give everything in ``data`` (the start of a split head is kept for later)."""
+        if self._dead:
+            return
         if self._head:
             data, self._head = self._head + data, b""
         size = len(data)
@@ -107,6 +129,11 @@ class ClientFrames:
                 self._owed -= step
                 pos += step
                 continue
+            if self._left:  # the rest of a frame being taken
+                step = min(self._left, size - pos)
+                self._piece(data, pos, pos + step, first=False)
+                pos += step
+                continue
             head = frame_head(data, pos)
             if head is None:
                 if given >= 0:
@@ -115,21 +142,47 @@ class ClientFrames:
                 return
             first, length, start = head
             end = start + length
+            masked = data[pos + 1] & _MASKED
+            control = first & _OPCODE >= _FIRST_CONTROL
+            if self._taking and not control:  # the next frame of a message taken here
+                if given >= 0:
+                    self._give_range(data, given, pos)
+                    given = -1
+                if first & ~_FIN & 0xFF or not masked:  # not a masked continuation
+                    self._failed(1002, "expected a masked continuation frame")
+                    return
+                if not self._fits(length):
+                    self._failed(1009, "message too big")
+                    return
+                if end <= size:  # whole in this read (the usual case: taken in one step)
+                    last = bool(first & _FIN)
+                    self._taking = not last
+                    self._take(
+                        apply_mask(memoryview(data)[start:end], data[start - 4 : start]),
+                        False,
+                        last,
+                    )
+                    pos = end
+                    continue
+                pos = self._frame(data, start, end, bool(first & _FIN), first=False)
+                continue
             if (
-                first == WHOLE_BINARY
-                and end <= size
-                and data[pos + 1] & _MASKED
+                first in (WHOLE_BINARY, _BINARY)
+                and masked
                 and not self._fragmented
-                and (self._limit is None or length <= self._limit)
+                and not self._taking
+                and self._fits(length, new=True)
             ):
                 if given >= 0:  # the library sees what came before first (it may close)
                     self._give_range(data, given, pos)
                     given = -1
                 if self._may_take():
-                    self._take(apply_mask(memoryview(data)[start:end], data[start - 4 : start]))
-                    pos = end
+                    self._taking = True
+                    self._size = 0
+                    self._fits(length)
+                    pos = self._frame(data, start, end, first == WHOLE_BINARY, first=True)
                     continue
-            if first & _OPCODE < _FIRST_CONTROL:  # a data frame: a message of several frames
+            if not control:  # a data frame: a message of several frames
                 self._fragmented = not first & _FIN  # is open until one ends with FIN
             if given < 0:
                 given = pos
@@ -137,6 +190,43 @@ class ClientFrames:
             pos = min(end, size)
         if given >= 0:
             self._give_range(data, given, size)
+
+    def _fits(self, length: int, new: bool = False) -> bool:
+        """Whether a frame of ``length`` keeps its message within the limit (counted unless
+        ``new``: a message not begun yet)."""
+        total = length if new else self._size + length
+        if self._limit is not None and total > self._limit:
+            return False
+        if not new:
+            self._size = total
+        return True
+
+    def _frame(self, data: bytes, start: int, end: int, fin: bool, first: bool) -> int:
+        """Begin taking a frame whose payload is ``data[start:end]`` (``end`` may lie beyond
+        this read); where reading goes on."""
+        self._mask = data[start - 4 : start]
+        self._offset = 0
+        self._fin = fin
+        self._left = end - start
+        stop = min(end, len(data))
+        self._piece(data, start, stop, first)
+        return stop
+
+    def _piece(self, data: bytes, begin: int, end: int, first: bool) -> None:
+        """Take the payload bytes ``data[begin:end]`` of the frame being taken."""
+        turn = self._offset % 4
+        mask = self._mask[turn:] + self._mask[:turn] if turn else self._mask
+        self._left -= end - begin
+        self._offset += end - begin
+        last = self._fin and not self._left
+        if last:
+            self._taking = False
+        if end > begin or first or last:
+            self._take(apply_mask(memoryview(data)[begin:end], mask), first, last)
+
+    def _failed(self, code: int, reason: str) -> None:
+        self._dead = True
+        self._fail(code, reason)
 
     def _give_range(self, data: bytes, begin: int, end: int) -> None:
         self._give(data if begin == 0 and end == len(data) else memoryview(data)[begin:end])
