@@ -5,7 +5,10 @@ that no user route claims go to a raw ASGI handler (the protocol's catch-all); w
 has no user routes or middleware, that handler is called directly, skipping FastAPI's routing.
 The handler only translates: the request head goes to :meth:`Flow.admit`, the body is read as
 it says (:mod:`aisetl.asgi_io`), the object is handled on the loop or the thread pool, and a
-WebSocket connection is pumped by :mod:`aisetl.ws_session`.
+WebSocket connection is pumped by :mod:`aisetl.ws_session`. With no user routes or middleware,
+a request that arrived whole in one read is first offered to :meth:`ProtocolHandler.serve_now`
+from uvicorn's parser callback (:mod:`aisetl._uvicorn_http`): what needs no wait is answered
+there, without a task; the rest continues as an ASGI app from where it stopped.
 """
 
 from __future__ import annotations
