@@ -24,6 +24,7 @@ from websockets.uri import parse_uri
 from aisetl.protocol import WS_PATH
 from aisetl.target import ETL
 from aisetl.target.wire import ws_control_message
+from tests.test_ws_frames_split import client_frame
 from tests.transformers import upper
 
 from .conftest import Launcher, health_ok, payload
@@ -196,3 +197,45 @@ def test_an_answer_ready_at_once_waits_for_the_tasks_before_it(etl: ETL, tmp_pat
     finally:
         client.close()
     assert health_ok(etl)
+
+
+@pytest.mark.parametrize(
+    ("breaking", "why"),
+    [
+        (client_frame(0x82, b"a new message"), "a new message inside the payload"),
+        (client_frame(0x80, b"the rest", masked=False), "an unmasked continuation"),
+        (client_frame(0xC0, b"the rest"), "a reserved bit"),
+    ],
+    ids=["new-message", "unmasked", "reserved-bit"],
+)
+def test_a_rule_broken_inside_a_payload_closes_with_1002(
+    etl: ETL, breaking: bytes, why: str
+) -> None:
+    """A payload in frames (taken by aisetl, not by websockets) broken by a frame the protocol
+    forbids there: the connection is closed with 1002, as websockets would, nothing is
+    answered for the task, and the server goes on serving."""
+    client = Client(etl)
+    try:
+        client.protocol.send_binary(ws_control_message(f"broken/{why}"))
+        wire = client.pending() + client_frame(0x02, b"the first part") + breaking
+        client.sock.sendall(wire)
+
+        def closed(seen: list[object]) -> bool:
+            return any(
+                isinstance(e, EOFError) or (isinstance(e, Frame) and e.opcode is Opcode.CLOSE)
+                for e in seen
+            )
+
+        events = client.events(closed)
+    finally:
+        client.close()
+    frames = [e for e in events if isinstance(e, Frame)]
+    assert not [f for f in frames if f.opcode is Opcode.BINARY], frames  # no answer
+    (close,) = [f for f in frames if f.opcode is Opcode.CLOSE]
+    assert int.from_bytes(close.data[:2], "big") == 1002, close
+    assert health_ok(etl)
+    answer = Client(etl)  # a new connection is served
+    try:
+        assert answer.task("broken/after", b"after") == [b"AFTER"]
+    finally:
+        answer.close()
