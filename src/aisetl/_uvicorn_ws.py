@@ -150,19 +150,11 @@ def build(
             if not self.aisetl_frames:
                 super().handle_bytes(event)
                 return
-            self._aisetl_binary(event.data, event.fin)
-
-        def _aisetl_binary(self, data: bytes, fin: bool = True) -> None:
-            """The first frame of a binary message that websockets parsed (its last too, with
-            ``fin``)."""
-            self.curr_msg_data_type = "bytes"
-            self.aisetl_parts = [data]
-            self.aisetl_held_bytes = len(data)
-            if fin:
-                self._aisetl_deliver(more=False)
+            self._aisetl_take(event.data, True, event.fin)
 
         def _aisetl_take(self, piece: bytes, first: bool, last: bool) -> None:
-            """A piece of a binary message that :class:`ClientFrames` took."""
+            """A piece of a binary message: a frame websockets parsed, or a piece that
+            :class:`ClientFrames` took (``first``: it begins the message, ``last``: ends it)."""
             if first:
                 self.curr_msg_data_type = "bytes"
                 self.aisetl_parts = [piece]
@@ -187,10 +179,7 @@ def build(
             if not self.aisetl_frames or self.curr_msg_data_type != "bytes":
                 super().handle_cont(event)
                 return
-            self.aisetl_parts.append(event.data)
-            self.aisetl_held_bytes += len(event.data)
-            if event.fin:
-                self._aisetl_deliver(more=False)
+            self._aisetl_take(event.data, False, event.fin)
 
         def _aisetl_deliver(self, more: bool) -> None:
             parts, self.aisetl_parts = self.aisetl_parts, []

@@ -87,17 +87,13 @@ class Flow:
 
     def watch(self, request: ObjectRequest | DownloadRequest, gone: Probe | None = None) -> Watch:
         """Start watching an admitted object (``gone``: whether its client hung up)."""
-        if isinstance(request, DownloadRequest):
-            comm = "download"
-        else:
-            comm = "hpull" if request.from_target else "hpush"
+        comm = "download" if isinstance(request, DownloadRequest) else _object_comm(request)
         return self.watcher.watch(comm, request.path, gone)
 
     def watch_now(self, request: ObjectRequest, length: int | None) -> Watch | None:
         """:meth:`watch`, with the room for a body of ``length`` bytes reserved; ``None`` when
         that needs a wait (then :meth:`watch` and :meth:`Watch.reserve_async` as usual)."""
-        comm = "hpull" if request.from_target else "hpush"
-        return self.watcher.watch_reserved(comm, request.path, length)
+        return self.watcher.watch_reserved(_object_comm(request), request.path, length)
 
     def watch_ws(self, request: ObjectRequest | None) -> Watch:
         """Start watching a ws task (its failures are logged by the ws task rules)."""
@@ -390,6 +386,11 @@ class Flow:
         if not data:
             headers[HEADER_EMPTY_RESULT] = "true"
         return Reply(200, headers, data)
+
+
+def _object_comm(request: ObjectRequest) -> str:
+    """The comm type an HTTP object request is counted under."""
+    return "hpull" if request.from_target else "hpush"
 
 
 def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
