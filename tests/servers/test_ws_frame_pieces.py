@@ -84,6 +84,15 @@ class Client:
         self.sock.close()
 
 
+def assert_a_new_connection_is_served(etl: ETL, path: str) -> None:
+    """After a connection was closed for a bad frame: a new one gets its task answered."""
+    client = Client(etl)
+    try:
+        assert client.task(path, b"after") == [b"AFTER"]
+    finally:
+        client.close()
+
+
 @pytest.fixture
 def etl(launch: Launcher) -> Iterator[ETL]:
     yield launch("pieces-upper", "tests.transformers:Upper", "fastapi")
@@ -162,11 +171,7 @@ def test_a_malformed_frame_closes_its_connection_and_the_server_serves_on(etl: E
     finally:
         client.close()
     assert health_ok(etl)
-    again = Client(etl)  # a new connection is served
-    try:
-        assert again.task("pieces/again.bin", b"again") == [b"AGAIN"]
-    finally:
-        again.close()
+    assert_a_new_connection_is_served(etl, "pieces/again.bin")
 
 
 def test_an_answer_ready_at_once_waits_for_the_tasks_before_it(etl: ETL, tmp_path: Path) -> None:
@@ -234,8 +239,4 @@ def test_a_rule_broken_inside_a_payload_closes_with_1002(
     (close,) = [f for f in frames if f.opcode is Opcode.CLOSE]
     assert int.from_bytes(close.data[:2], "big") == 1002, close
     assert health_ok(etl)
-    answer = Client(etl)  # a new connection is served
-    try:
-        assert answer.task("broken/after", b"after") == [b"AFTER"]
-    finally:
-        answer.close()
+    assert_a_new_connection_is_served(etl, "broken/after")
