@@ -49,16 +49,21 @@ from aisetl.protocol import decode_path
 from aisetl.reply import TEXT_PLAIN, Reply, malformed_request_reply
 from aisetl.sized_body import SizedBody
 from aisetl.sources import ClientGone
+from aisetl.whole_request import WholeRequestParser
 
 #: The methods of uvicorn's protocol that the subclass overrides or calls.
 UVICORN_METHODS = (
     "send_400_response", "on_headers_complete", "on_body", "on_message_complete",
-    "data_received", "_start_asgi_task", "_unset_keepalive_if_required",
+    "data_received", "_start_asgi_task", "_unset_keepalive_if_required", "on_message_begin",
+    "on_response_complete",
 )  # fmt: skip
 #: Connection state the override reads.
 UVICORN_ATTRIBUTES = (
     "url", "logger", "client", "transport", "cycle", "headers", "scope", "app", "flow",
+    "pipeline", "access_log", "limit_concurrency", "connections", "tasks", "server_state",
 )  # fmt: skip
+#: An ASGI application.
+ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 LOST = (
     "a request uvicorn cannot parse gets uvicorn's own 'Invalid HTTP request received.' "
     "instead of the parser's reason in aisetl's error format"
@@ -131,81 +136,104 @@ class ParseErrorProtocol(HttpToolsProtocol):
             return
         whole.add(body)  # one copy into place, no pause: the handler admitted this size
 
-    # A request that came whole in one read is served in the parser's callback, when the app
-    # can answer it there (:class:`ServesNow`): no task, no ASGI messages.
+    # A request that came whole in one read is parsed on its own and answered from that read
+    # when the app can answer it at once (:class:`ServesNow`): no scope, no cycle, no task.
 
-    aisetl_reading = False  # inside data_received
-    aisetl_deferred: tuple[RequestResponseCycle, Any] | None = None  # its task not started
+    aisetl_front: WholeRequestParser | None = None  # (None after a read it could not take)
+    aisetl_between = True  # uvicorn's parser is between two requests
+    aisetl_app: ASGIApp | None = None  # what runs for the next request uvicorn's parser reads
 
     def data_received(self, data: bytes) -> None:
-        self.aisetl_reading = True
-        try:
+        if not self._serve_whole(data):
             super().data_received(data)
-        finally:
-            self.aisetl_reading = False
-            deferred = self.aisetl_deferred
-            if deferred is not None:  # its body goes on in later reads: serve it as usual
-                self.aisetl_deferred = None
-                if not self.transport.is_closing():
-                    self._start_task(*deferred)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.aisetl_between = False
+
+    def on_message_complete(self) -> None:
+        self.aisetl_between = True
+        super().on_message_complete()
+
+    def _serve_whole(self, data: bytes) -> bool:
+        """Answer ``data`` when it is one whole request the app answers at once. ``False``:
+        uvicorn's parser is to read it (and run :attr:`aisetl_app` for it, when set)."""
+        serve = getattr(self.app, "aisetl_serve_whole", None)
+        cycle = self.cycle
+        if (
+            serve is None
+            or not self.aisetl_between
+            or self.pipeline
+            or self.access_log
+            or (cycle is not None and not cycle.response_complete)
+            or self.flow.write_paused
+            or self.transport.is_closing()
+            or self._at_concurrency_limit()
+        ):
+            return False
+        front = self.aisetl_front or WholeRequestParser()
+        if not front.take(data):
+            self.aisetl_front = None
+            return False
+        self.aisetl_front = front
+        self._unset_keepalive_if_required()  # (as uvicorn does for each read)
+        keep_alive = front.keep_alive
+        try:
+            answer = serve(front.method, front.target, front.headers, front.body)
+        except Exception:
+            self.logger.exception("Exception in ASGI application")
+            answer = Reply(500, {"Content-Type": TEXT_PLAIN}, b"Internal Server Error")
+            keep_alive = False
+        if isinstance(answer, Reply):
+            if self._write_whole_now(answer, front.method == "HEAD", keep_alive):
+                return True
+            answer = _Sends(answer)
+        self.aisetl_app = answer
+        return False
+
+    def _at_concurrency_limit(self) -> bool:
+        """Whether uvicorn would answer the next request 503 (``limit_concurrency``)."""
+        limit = self.limit_concurrency
+        return limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit)
+
+    def _write_whole_now(self, reply: Reply, head_only: bool, keep_alive: bool) -> bool:
+        """Write a reply with no cycle, as :func:`send_whole` would (``False``: not one it
+        covers, nothing written)."""
+        body = reply.body
+        default = self.server_state.default_headers
+        head = _head(reply.status, default, reply.raw_headers(), len(body), keep_alive)
+        if head is None:
+            return False
+        for data in (head,) if head_only else joined(head, body):
+            self.transport.write(data)
+        if not keep_alive:
+            self.transport.close()
+        self.on_response_complete()  # (counts the request, arms the idle timer)
+        return True
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         if cycle is self.cycle:
             self._adopt_cycle()
-        if (
-            self.aisetl_reading
-            and self.aisetl_deferred is None
-            and getattr(cycle, "aisetl_ours", False)
-            and not cycle.access_log
-            and getattr(app, "aisetl_serve_now", None) is not None
-            and not self.transport.is_closing()
-        ):
-            self.aisetl_deferred = (cycle, app)  # until its body is complete, in this read
-            return
-        self._start_task(cycle, app)
-
-    def _start_task(self, cycle: RequestResponseCycle, app: Any) -> None:
-        # (a request served in a callback armed the idle timer; the next one is not idle)
+        began, self.aisetl_app = self.aisetl_app, None
+        # (a request answered from its read armed the idle timer; the next one is not idle)
         self._unset_keepalive_if_required()
-        super()._start_asgi_task(cycle, app)
-
-    def on_message_complete(self) -> None:
-        super().on_message_complete()
-        deferred = self.aisetl_deferred
-        if deferred is not None and deferred[0] is self.cycle:
-            self.aisetl_deferred = None
-            self._serve_now(*deferred)
-
-    def _serve_now(self, cycle: RequestResponseCycle, app: Any) -> None:
-        """Answer a whole request in this callback, or start its task where the app says so."""
-        try:
-            answer = app.aisetl_serve_now(cycle.scope, bytes(cycle.body))
-        except Exception:
-            self.logger.exception("Exception in ASGI application")
-            answer = Reply(500, {"Content-Type": TEXT_PLAIN}, b"Internal Server Error")
-            cycle.keep_alive = False
-        if answer is None:
-            self._start_task(cycle, app)
-        elif not isinstance(answer, Reply):
-            self._start_task(cycle, answer)  # the rest of its work, as an ASGI app
-        elif not write_whole_now(cycle, answer):
-            self._start_task(cycle, _Sends(answer))
+        super()._start_asgi_task(cycle, app if began is None else began)
 
 
 class ServesNow(Protocol):
-    """An ASGI app that may answer a whole request without a task (``aisetl_serve_now``)."""
+    """An ASGI app that may answer a whole request from the read that held it."""
 
-    def aisetl_serve_now(self, scope: dict[str, Any], body: bytes) -> Reply | ASGIApp | None:
-        """The reply to the request of ``scope`` whose body is ``body``; or an ASGI app to
-        run for it instead (the rest of its work, which must wait); or ``None``: the app
-        itself serves it, as any request. Called in a protocol callback: it must not block."""
-
-
-ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
+    def aisetl_serve_whole(
+        self, method: str, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> Reply | ASGIApp | None:
+        """The reply to the request ``method target`` (as sent) with ``headers`` (ASGI's
+        form) and ``body``; or an ASGI app to run for it instead (the rest of its work, which
+        must wait); or ``None``: the app itself serves it, as any request. Called from the
+        protocol's ``data_received``: it must not block."""
 
 
 class _Sends:
-    """An ASGI app that only sends one reply (one :func:`write_whole_now` could not write)."""
+    """An ASGI app that only sends one reply (one the protocol could not write itself)."""
 
     def __init__(self, reply: Reply) -> None:
         self._reply = reply
@@ -280,34 +308,37 @@ async def send_whole(
     return True
 
 
-def write_whole_now(cycle: RequestResponseCycle, reply: Reply) -> bool:
-    """:func:`send_whole` of ``reply`` from a protocol callback, when the transport takes
-    writes now (``False``, with nothing written, where it would have to wait or refuses)."""
-    if not isinstance(cycle, _Cycle) or cycle.flow.write_paused:
-        return False
-    head = _whole_head(cycle, reply.status, reply.raw_headers(), len(reply.body))
-    if head is None:
-        return False
-    _write_whole(cycle, head, reply.body, False)
-    return True
-
-
 def _whole_head(
     cycle: _Cycle, status: int, headers: list[tuple[bytes, bytes]], length: int
 ) -> bytes | None:
     """The head :func:`send_whole` writes (``None``: a reply it does not cover)."""
+    if cycle.response_started or cycle.access_log:
+        return None
+    if _CLOSE in cycle.scope["headers"]:  # (uvicorn < 0.53 decides this in send, not before)
+        cycle.keep_alive = False
+    return _head(status, cycle.default_headers, headers, length, cycle.keep_alive)
+
+
+def _head(
+    status: int,
+    default_headers: list[tuple[bytes, bytes]],
+    headers: list[tuple[bytes, bytes]],
+    length: int,
+    keep_alive: bool,
+) -> bytes | None:
+    """A reply's status line and headers, with uvicorn's default headers, a
+    ``Content-Length`` and, unless ``keep_alive``, ``Connection: close`` (``None``: a status
+    or a header line this module does not write)."""
     line = _STATUS_LINES.get(status)
-    if cycle.response_started or cycle.access_log or not line:
+    if not line:
         return None
     parts = [line]
-    for pair in (*cycle.default_headers, *headers):
+    for pair in (*default_headers, *headers):
         if pair not in _CHECKED and not _check(pair):
             return None
         parts += (pair[0], b": ", pair[1], b"\r\n")
     parts += (b"content-length: ", b"%d" % length, b"\r\n")
-    if _CLOSE in cycle.scope["headers"]:  # (uvicorn < 0.53 decides this in send, not before)
-        cycle.keep_alive = False
-    if not cycle.keep_alive:
+    if not keep_alive:
         parts.append(b"connection: close\r\n")
     parts.append(b"\r\n")
     return b"".join(parts)

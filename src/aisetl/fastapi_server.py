@@ -7,8 +7,9 @@ The handler only translates: the request head goes to :meth:`Flow.admit`, the bo
 it says (:mod:`aisetl.asgi_io`), the object is handled on the loop or the thread pool, and a
 WebSocket connection is pumped by :mod:`aisetl.ws_session`. With no user routes or middleware,
 a request that arrived whole in one read is first offered to :meth:`ProtocolHandler.serve_now`
-from uvicorn's parser callback (:mod:`aisetl._uvicorn_http`): what needs no wait is answered
-there, without a task; the rest continues as an ASGI app from where it stopped.
+from the protocol's read (:mod:`aisetl._uvicorn_http`), before uvicorn parses it: what needs
+no wait is answered there, without a scope, a cycle or a task; the rest continues as an ASGI
+app from where it stopped.
 """
 
 from __future__ import annotations
@@ -113,9 +114,16 @@ class ETLApp(FastAPI):
             return
         await super().__call__(scope, receive, send)
 
-    def aisetl_serve_now(self, scope: Scope, body: bytes) -> Reply | ASGIApp | None:
-        """Answer a whole request in uvicorn's callback (see ``_uvicorn_http.ServesNow``)."""
-        return self.etl_handler.serve_now(scope, body) if self._etl_only() else None
+    def aisetl_serve_whole(
+        self, method: str, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> Reply | ASGIApp | None:
+        """Answer a request that came whole in one read (see ``_uvicorn_http.ServesNow``)."""
+        if not self._etl_only():
+            return None
+        raw_path, _, query = target.partition(b"?")
+        return self.etl_handler.serve_now(
+            method, raw_path.decode("utf-8", "surrogateescape"), query, headers, body
+        )
 
 
 @dataclass
@@ -180,7 +188,7 @@ class ProtocolHandler:
         if is_metrics_request(method, raw_path):
             await send_reply(send, metrics_reply(self._etl.settings), head_only=method == "HEAD")
             return
-        head = _request_head(scope, method, raw_path)
+        head = _request_head(method, raw_path, scope["query_string"], scope["headers"])
         runtime = self.runtime()
         admitted = runtime.flow.admit(head)
         if isinstance(admitted, Refused):
@@ -188,17 +196,22 @@ class ProtocolHandler:
             return
         await self._serve(runtime, head, admitted, receive, send)
 
-    def serve_now(self, scope: Scope, body: bytes) -> Reply | ASGIApp | None:
+    def serve_now(
+        self,
+        method: str,
+        raw_path: str,
+        raw_query: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+    ) -> Reply | ASGIApp | None:
         """The reply to a request whose body came whole, made without waiting (a quick
         transform of a pushed object, a probe, a refusal); or an ASGI app that does the part
-        that waits; or ``None``: serve it as any request. (Called in uvicorn's callback.)"""
-        method: str = scope["method"]
-        raw_path = _raw_path(scope)
+        that waits; or ``None``: serve it as any request. (Called from the protocol's read.)"""
         if is_health_check(method, raw_path):
             return health_reply()
         if is_metrics_request(method, raw_path):
             return metrics_reply(self._etl.settings)
-        head = _request_head(scope, method, raw_path)
+        head = _request_head(method, raw_path, raw_query, headers)
         runtime = self.runtime()
         flow = runtime.flow
         admitted = flow.admit(head)
@@ -338,12 +351,14 @@ def _raw_path(scope: Scope) -> str:
     return path
 
 
-def _request_head(scope: Scope, method: str, raw_path: str) -> RequestHead:
-    headers = Headers.from_raw(scope["headers"])
+def _request_head(
+    method: str, raw_path: str, raw_query: bytes, raw_headers: list[tuple[bytes, bytes]]
+) -> RequestHead:
+    headers = Headers.from_raw(raw_headers)
     return RequestHead(
         method,
         raw_path,
-        scope["query_string"].decode("latin-1"),
+        raw_query.decode("latin-1"),
         headers,
         content_length(headers.get("content-length")),
         "chunked" in (headers.get("transfer-encoding") or "").lower(),
