@@ -14,6 +14,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -254,3 +255,10 @@ def test_a_malformed_hop_is_400_even_with_an_allow_list() -> None:
     with pytest.raises(Failure) as caught:
         Delivery(settings_, LOG, "http://[zz]", "", "b/o", "", replayable=True)
     assert caught.value.status == 400 and "is not a usable URL" in caught.value.message
+
+
+@PROFILE
+@given(path=st.text(alphabet="%0123456789abcdefABCDEFgz/+ ?#~\x00\x7f", max_size=40))
+def test_an_ascii_path_decodes_as_unquote_decodes_it(path: str) -> None:
+    """decode_path's one-step form for ASCII (what a target sends) is unquote's result."""
+    assert decode_path("/" + path) == unquote("/" + path, errors="surrogateescape").lstrip("/")

@@ -61,7 +61,12 @@ class Headers:
     @classmethod
     def from_raw(cls, items: Iterable[tuple[bytes, bytes]]) -> Headers:
         """From ASGI-style ``(name, value)`` byte pairs."""
-        return cls([(name.decode("latin-1"), value.decode("latin-1")) for name, value in items])
+        headers = cls.__new__(cls)  # (decoded and lower-cased in one pass)
+        headers._items = [
+            (name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in items
+        ]
+        headers._first = dict(reversed(headers._items))
+        return headers
 
     def get(self, name: str) -> str | None:
         """The first value of ``name``, or ``None``."""

@@ -11,7 +11,15 @@ import json
 import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import (
+    parse_qsl,
+    quote,
+    unquote,
+    unquote_to_bytes,
+    urlencode,
+    urlsplit,
+    urlunsplit,
+)
 
 # --- header names (canonical spelling; matched case-insensitively) ----------------------------
 HEADER_NODE_URL = "Ais-Node-Url"
@@ -75,6 +83,8 @@ def decode_path(raw_path: str) -> str:
     Bytes that are not UTF-8 survive as surrogate escapes, so :func:`quote_uname` and
     :func:`quote_stage_path` give back the exact bytes that arrived.
     """
+    if raw_path.isascii():  # (what a target sends: the same result, in one step)
+        return unquote_to_bytes(raw_path).decode("utf-8", "surrogateescape").lstrip("/")
     return unquote(raw_path, errors="surrogateescape").lstrip("/")
 
 
