@@ -144,8 +144,12 @@ class ParseErrorProtocol(HttpToolsProtocol):
     aisetl_app: ASGIApp | None = None  # what runs for the next request uvicorn's parser reads
 
     def data_received(self, data: bytes) -> None:
-        if not self._serve_whole(data):
+        if self._serve_whole(data):
+            return
+        try:
             super().data_received(data)
+        finally:
+            self.aisetl_app = None  # (taken by the request it was for, in that read)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -199,6 +203,10 @@ class ParseErrorProtocol(HttpToolsProtocol):
     def _write_whole_now(self, reply: Reply, head_only: bool, keep_alive: bool) -> bool:
         """Write a reply with no cycle, as :func:`send_whole` would (``False``: not one it
         covers, nothing written)."""
+        if reply.stream is not None:
+            return False
+        if self.transport.is_closing():  # (the client left: as uvicorn's send, drop it)
+            return True
         body = reply.body
         default = self.server_state.default_headers
         head = _head(reply.status, default, reply.raw_headers(), len(body), keep_alive)
