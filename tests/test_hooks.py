@@ -74,7 +74,7 @@ class SansIOBefore0521(asyncio.Protocol):
     def __init__(self) -> None:
         self.queue, self.transport, self.writable, self.conn = None, None, None, None
         self.close_sent = self.read_paused = self.handshake_initiated = False
-        self.config = None
+        self.config = self.logger = None
 
     def handle_connect(self, event: object) -> None:
         self.scope: dict[str, Any] = {}

@@ -14,6 +14,11 @@ opt-in extension, announced in the scope as ``aisetl.ws.frames``:
   "aisetl.more": True}``, ..., and a last one with ``"aisetl.more": False``, each written as
   one frame when the transport has room.
 
+* it may put a callable in that accept message (:data:`TAKE`): each whole binary message is
+  then offered to it in the read that completed it, while no message waits in the queue, and
+  a message it takes never goes through the queue (no wake-up of the application per
+  message); small answers it sends from there go out in one write at the end of the read.
+
 Applications that do not opt in (user routes, any other app) get plain ASGI. Text messages
 are always whole. The subclass relies on methods and attributes of uvicorn's protocol that are
 not public (:data:`UVICORN_METHODS`, :data:`UVICORN_ATTRIBUTES`); they are checked at import.
@@ -44,6 +49,11 @@ from aisetl.ws_frames import WHOLE_BINARY, WHOLE_TEXT, ClientFrames, server_head
 
 EXTENSION = "aisetl.ws.frames"
 MORE = "aisetl.more"
+#: In the accept message of an application that takes the extension: a callable
+#: ``take(message, send_now) -> bool`` offered each whole binary message in the read that
+#: completed it, while no message waits in the queue; ``True``: it was handled there (and
+#: ``send_now(data) -> bool`` wrote its small answer at once, or said it could not).
+TAKE = "aisetl.ws.take"
 
 #: Methods of uvicorn's sans-I/O protocol that the subclass overrides or relies on
 #: (``receive`` resumes reading, ``pause_writing`` / ``resume_writing`` drive ``writable``).
@@ -54,7 +64,7 @@ UVICORN_METHODS = (
 #: Its connection state that the subclass reads or sets.
 UVICORN_ATTRIBUTES = (
     "scope", "curr_msg_data_type", "close_sent", "queue", "read_paused", "transport",
-    "writable", "disconnected", "conn", "handshake_initiated", "config",
+    "writable", "disconnected", "conn", "handshake_initiated", "config", "logger",
 )  # fmt: skip
 #: What the subclass calls on the protocol's ``conn`` (websockets' sans-I/O ``ServerProtocol``).
 WEBSOCKETS_METHODS = ("send_binary", "send_continuation", "data_to_send", "fail")
@@ -116,6 +126,9 @@ def build(
             self.aisetl_held_bytes = 0  # in aisetl_parts
             self.aisetl_sending = False  # a message sent in parts is open
             self.aisetl_held: list[bytes] | None = None  # frames waiting for one write
+            self.aisetl_take: Any = None  # the application's TAKE
+            self.aisetl_in_message = False  # parts of a message went out, its last has not
+            self.aisetl_reading = False  # inside data_received
 
         def handle_connect(self, event: Any) -> None:
             super().handle_connect(event)
@@ -126,7 +139,13 @@ def build(
         def data_received(self, data: bytes) -> None:
             frames = self.aisetl_client_frames
             if frames is not None:
-                frames.feed(data)
+                self.aisetl_reading = True
+                try:
+                    frames.feed(data)
+                finally:
+                    self.aisetl_reading = False
+                    if self.aisetl_held:  # the answers of the tasks taken in this read
+                        self._aisetl_flush()
             else:  # the handshake request, which the HTTP protocol passes on whole
                 super().data_received(data)
                 if self.handshake_initiated:  # frames start after it
@@ -187,6 +206,16 @@ def build(
             if self.close_sent:
                 return
             data = bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
+            whole, self.aisetl_in_message = not self.aisetl_in_message and not more, more
+            take = self.aisetl_take
+            if whole and take is not None and self.queue.empty():
+                try:
+                    if take(data, self._aisetl_send_now):
+                        return
+                except Exception:
+                    self.logger.exception("the application failed a ws message it took")
+                    self._aisetl_fail(1011, "internal error")
+                    return
             self.queue.put_nowait({"type": "websocket.receive", "bytes": data, MORE: more})
             if not self.read_paused:  # type: ignore[has-type]
                 self.read_paused = True
@@ -196,6 +225,7 @@ def build(
             kind = message.get("type")
             if kind == "websocket.accept" and message.get(EXTENSION):
                 self.aisetl_frames = True
+                self.aisetl_take = message.get(TAKE)
             if kind == "websocket.send" and MORE not in message and self._aisetl_hold(message):
                 return
             self._aisetl_flush()  # whatever was held goes first
@@ -245,9 +275,19 @@ def build(
             held = self.aisetl_held
             if held is None:
                 held = self.aisetl_held = []
-                self.loop.call_soon(self._aisetl_flush)
+                if not self.aisetl_reading:  # (else written at the end of the read)
+                    self.loop.call_soon(self._aisetl_flush)
             held += (server_head(first, len(payload)), payload)
             return True
+
+        def _aisetl_send_now(self, data: bytes | str) -> bool:
+            """Send a small whole message from a read (``False``: it must go through
+            ``send``; nothing was sent)."""
+            kind = "bytes" if isinstance(data, bytes) else "text"
+            try:
+                return bool(self._aisetl_hold({"type": "websocket.send", kind: data}))
+            except client_disconnected:
+                return False
 
         def _aisetl_flush(self) -> None:
             held, self.aisetl_held = self.aisetl_held, None

@@ -29,6 +29,7 @@ from aisetl import drain
 from aisetl._uvicorn_http import ASGIApp
 from aisetl._uvicorn_run import GracefulServer, etl_uvicorn_config, raise_loading_keep_alive
 from aisetl._uvicorn_ws import EXTENSION as FRAMES_EXTENSION
+from aisetl._uvicorn_ws import TAKE as WS_TAKE
 from aisetl.aio import LoopIO
 from aisetl.asgi_io import Receive, ReceiveReader, Send, read_body, send_reply
 from aisetl.edge import (
@@ -292,10 +293,6 @@ class ProtocolHandler:
             await send({"type": "websocket.close", "code": CLOSE_POLICY})
             return
         frames = FRAMES_EXTENSION in (scope.get("extensions") or {})
-        if frames:  # our uvicorn protocol: binary messages may come and go in parts
-            await send({"type": "websocket.accept", FRAMES_EXTENSION: True})
-        else:
-            await send({"type": "websocket.accept"})
         runtime = self.runtime()
         settings = self._etl.settings
         session = WebSocketSession(
@@ -309,6 +306,12 @@ class ProtocolHandler:
             inflight=settings.ws_inflight,
             frames=frames,
         )
+        if frames:  # our uvicorn protocol: binary messages may come and go in parts
+            await send(
+                {"type": "websocket.accept", FRAMES_EXTENSION: True, WS_TAKE: session.take_now}
+            )
+        else:
+            await send({"type": "websocket.accept"})
         await session.run()
 
 

@@ -8,7 +8,10 @@ they arrived.
 With ``frames`` (our uvicorn protocol, see :mod:`aisetl._uvicorn_ws`) a streaming transform
 reads its payload message part by part as it arrives and its output goes out part by part
 too, so memory stays flat whatever the object's size; such a task is the last one read until
-its answer is sent.
+its answer is sent. There, too, while the reader waits for a message and nothing it started
+waits for room, a whole binary message is handled in the protocol's read
+(:meth:`WebSocketSession.take_now`): the same steps, without the reader's wake-up, and a quick
+task's answer written from that read.
 """
 
 from __future__ import annotations
@@ -100,6 +103,8 @@ class WebSocketSession:
         self._watches: set[Watch] = set()  # tasks read and not answered yet
         # the task whose payload is being streamed: its reader, "answered", its future
         self._streaming: tuple[FrameReader, asyncio.Event, asyncio.Future[Answer]] | None = None
+        self._streams_possible = frames and flow.streaming  # (tasks read part by part)
+        self._idle = False  # the reader waits for the first part of a message
 
     async def run(self) -> None:
         """Read tasks until the target drops the connection."""
@@ -141,53 +146,97 @@ class WebSocketSession:
         loop = asyncio.get_running_loop()
         for event in events:
             future: asyncio.Future[Answer] | None
-            if isinstance(event, Dropped):
-                self._logger.warning(
-                    "dropped a %d-byte ws message: the payload of the task with the invalid "
-                    "control message",
-                    event.size,
-                )
-                continue
-            answer: Answer | None = None
-            if isinstance(event, AnswerNow):
-                watch = self._watch(None)
-                watch.status = 400
-                answer = event.answer
-            elif isinstance(event, StreamTask):
+            if isinstance(event, StreamTask):
                 watch = self._watch(event.request)
                 future = await self._stream_task(event.request, watch)
+                if future is None:
+                    watch.gone()
+                    self._answered(watch)
+                    return False
             else:
-                watch = self._watch(event.request)
-                answer, future = self._run(event, watch)
-            if answer is not None:
-                if isinstance(answer, Send) and self._replies.awaited():
+                started = self._start(event)
+                if started is None:
+                    continue
+                watch, answer = started
+                if isinstance(answer, asyncio.Future):
+                    future = answer
+                elif isinstance(answer, Send) and self._replies.awaited():
                     # every earlier task is answered and the writer waits: answer it here
                     if not await self._deliver(answer, watch):
                         return False
                     continue
-                future = _ready(loop, answer)
-            if future is None:
-                watch.gone()
-                self._answered(watch)
-                return False
+                else:
+                    future = _ready(loop, answer)
             await self._replies.put((future, watch))
         return True
 
-    def _run(
-        self, event: RunTask, watch: Watch
-    ) -> tuple[Answer, None] | tuple[None, asyncio.Future[Answer]]:
+    def take_now(self, message: bytes, send_now: Callable[[bytes | str], bool]) -> bool:
+        """Handle a whole binary message in the protocol's read, when the reader waits for
+        the next one and nothing it started waits for room (``False``: nothing was done;
+        queue it for the reader). ``send_now`` writes a small answer at once, or says no.
+
+        The same steps as the reader's, without its two wake-ups: a quick task is answered
+        from the read that brought its payload."""
+        if (
+            not self._idle
+            or self._streams_possible
+            or self._tasks.reading is not Reading.WHOLE
+            or self._replies.full()
+        ):
+            return False
+        loop = asyncio.get_running_loop()
+        for event in self._tasks.receive(message):
+            assert not isinstance(event, StreamTask)  # (no streaming transform: see above)
+            started = self._start(event)
+            if started is None:
+                continue
+            watch, answer = started
+            if isinstance(answer, asyncio.Future):
+                future = answer
+            elif isinstance(answer, Send) and self._replies.awaited() and send_now(answer.data):
+                self._answered(watch)
+                continue
+            else:
+                future = _ready(loop, answer)
+            self._replies.put_nowait((future, watch))
+        return True
+
+    def _start(
+        self, event: RunTask | AnswerNow | Dropped
+    ) -> tuple[Watch, Answer | asyncio.Future[Answer]] | None:
+        """Open an event's watch and start its task: its answer when it was had at once,
+        else the future of it (``None``: nothing to answer)."""
+        if isinstance(event, Dropped):
+            self._logger.warning(
+                "dropped a %d-byte ws message: the payload of the task with the invalid "
+                "control message",
+                event.size,
+            )
+            return None
+        if isinstance(event, AnswerNow):
+            watch = self._watch(None)
+            watch.status = 400
+            return watch, event.answer
+        watch = self._watch(event.request)
+        return watch, self._run(event, watch)
+
+    def _run(self, event: RunTask, watch: Watch) -> Answer | asyncio.Future[Answer]:
         """The task's answer when it could be had at once (a quick transform, run inline);
         otherwise the future of its answer."""
         flow, request, payload = self._flow, event.request, event.payload
         if flow.can_run_inline(request, payload):
             reply = flow.handle_inline(request, payload, watch)
             if reply is not None:
-                return self._tasks.answer(watch.reply(reply), request), None
-        return None, asyncio.ensure_future(self._task_async(request, payload, watch))
+                return self._tasks.answer(watch.reply(reply), request)
+        return asyncio.ensure_future(self._task_async(request, payload, watch))
 
     async def _read(self, reading: Reading) -> bytes | str | Oversized | None:
         """The next message, its parts joined (in PROBE mode, capped); ``None``: closed."""
-        message = await self._receive()
+        self._idle = True
+        try:
+            message = await self._receive()
+        finally:
+            self._idle = False
         if message["type"] != "websocket.receive":
             return None
         data = message.get("bytes")

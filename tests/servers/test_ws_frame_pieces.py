@@ -204,6 +204,44 @@ def test_an_answer_ready_at_once_waits_for_the_tasks_before_it(etl: ETL, tmp_pat
     assert health_ok(etl)
 
 
+def test_tasks_beyond_the_inflight_bound_wait_and_keep_their_order(
+    launch: Launcher, tmp_path: Path
+) -> None:
+    """``AISETL_WS_INFLIGHT=1``: tasks read from files (not answered at once) and quick ones,
+    all in one write; the connection holds one unanswered task at a time, and every answer
+    comes, in arrival order."""
+    etl = launch(
+        "pieces-inflight", "tests.transformers:Upper", "fastapi", env={"AISETL_WS_INFLIGHT": "1"}
+    )
+    client = Client(etl)
+    try:
+        for i in range(40):  # past the streak that runs the quick transform on the loop
+            assert client.task(f"bound/warm-{i}", b"warm") == [b"WARM"]
+        proto = client.protocol
+        expected = []
+        for i in range(6):
+            data = payload(200 + i, seed=40 + i)
+            if i % 2 == 0:
+                file = tmp_path / f"stored-{i}.bin"
+                file.write_bytes(data)
+                proto.send_binary(ws_control_message(f"bound/file-{i}", fqn=str(file)))
+            else:
+                proto.send_binary(ws_control_message(f"bound/quick-{i}"))
+                proto.send_binary(data)
+            expected.append(upper(data))
+        client.sock.sendall(client.pending())
+
+        def done(seen: list[object]) -> bool:
+            return sum(isinstance(e, Frame) and e.opcode is Opcode.BINARY for e in seen) >= 6
+
+        events = client.events(done)
+        answers = [e.data for e in events if isinstance(e, Frame) and e.opcode is Opcode.BINARY]
+        assert answers == expected
+    finally:
+        client.close()
+    assert health_ok(etl)
+
+
 @pytest.mark.parametrize(
     ("breaking", "why"),
     [
