@@ -143,7 +143,6 @@ class WebSocketSession:
 
     async def _dispatch(self, events: list[Event]) -> bool:
         """Start the tasks the events name, in order; ``False`` when the connection ended."""
-        loop = asyncio.get_running_loop()
         for event in events:
             future: asyncio.Future[Answer] | None
             if isinstance(event, StreamTask):
@@ -157,16 +156,12 @@ class WebSocketSession:
                 started = self._start(event)
                 if started is None:
                     continue
-                watch, answer = started
-                if isinstance(answer, asyncio.Future):
-                    future = answer
-                elif isinstance(answer, Send) and self._replies.awaited():
-                    # every earlier task is answered and the writer waits: answer it here
-                    if not await self._deliver(answer, watch):
+                watch, next_step = started
+                if isinstance(next_step, Send):
+                    if not await self._deliver(next_step, watch):
                         return False
                     continue
-                else:
-                    future = _ready(loop, answer)
+                future = next_step
             await self._replies.put((future, watch))
         return True
 
@@ -184,28 +179,26 @@ class WebSocketSession:
             or self._replies.full()
         ):
             return False
-        loop = asyncio.get_running_loop()
         for event in self._tasks.receive(message):
             assert not isinstance(event, StreamTask)  # (no streaming transform: see above)
             started = self._start(event)
             if started is None:
                 continue
-            watch, answer = started
-            if isinstance(answer, asyncio.Future):
-                future = answer
-            elif isinstance(answer, Send) and self._replies.awaited() and send_now(answer.data):
-                self._answered(watch)
-                continue
-            else:
-                future = _ready(loop, answer)
-            self._replies.put_nowait((future, watch))
+            watch, next_step = started
+            if isinstance(next_step, Send):
+                if send_now(next_step.data):
+                    self._answered(watch)
+                    continue
+                next_step = _ready(asyncio.get_running_loop(), next_step)  # the writer sends it
+            self._replies.put_nowait((next_step, watch))
         return True
 
     def _start(
         self, event: RunTask | AnswerNow | Dropped
-    ) -> tuple[Watch, Answer | asyncio.Future[Answer]] | None:
-        """Open an event's watch and start its task: its answer when it was had at once,
-        else the future of it (``None``: nothing to answer)."""
+    ) -> tuple[Watch, Send | asyncio.Future[Answer]] | None:
+        """Open an event's watch and start its task (``None``: nothing to answer). Its answer
+        to send now, when it was had at once and every earlier task is answered with the
+        writer waiting; else the future of its answer, for the writer."""
         if isinstance(event, Dropped):
             self._logger.warning(
                 "dropped a %d-byte ws message: the payload of the task with the invalid "
@@ -216,9 +209,15 @@ class WebSocketSession:
         if isinstance(event, AnswerNow):
             watch = self._watch(None)
             watch.status = 400
-            return watch, event.answer
-        watch = self._watch(event.request)
-        return watch, self._run(event, watch)
+            outcome: Answer | asyncio.Future[Answer] = event.answer
+        else:
+            watch = self._watch(event.request)
+            outcome = self._run(event, watch)
+        if isinstance(outcome, asyncio.Future):
+            return watch, outcome
+        if isinstance(outcome, Send) and self._replies.awaited():
+            return watch, outcome
+        return watch, _ready(asyncio.get_running_loop(), outcome)
 
     def _run(self, event: RunTask, watch: Watch) -> Answer | asyncio.Future[Answer]:
         """The task's answer when it could be had at once (a quick transform, run inline);
