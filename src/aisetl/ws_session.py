@@ -113,7 +113,7 @@ class WebSocketSession:
         observer.ws_connection(1)
         try:
             while not writer.done():
-                message = await self._read(self._tasks.reading)
+                message = await self._read()
                 if message is None:
                     break
                 if not await self._dispatch(self._tasks.receive(message)):
@@ -229,13 +229,15 @@ class WebSocketSession:
                 return self._tasks.answer(watch.reply(reply), request)
         return asyncio.ensure_future(self._task_async(request, payload, watch))
 
-    async def _read(self, reading: Reading) -> bytes | str | Oversized | None:
+    async def _read(self) -> bytes | str | Oversized | None:
         """The next message, its parts joined (in PROBE mode, capped); ``None``: closed."""
         self._idle = True
         try:
             message = await self._receive()
         finally:
             self._idle = False
+        # (read as the tasks ask once it has come: take_now may have fed them meanwhile)
+        reading = self._tasks.reading
         if message["type"] != "websocket.receive":
             return None
         data = message.get("bytes")
