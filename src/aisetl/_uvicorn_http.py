@@ -212,10 +212,7 @@ class ParseErrorProtocol(HttpToolsProtocol):
         head = _head(reply.status, default, reply.raw_headers(), len(body), keep_alive)
         if head is None:
             return False
-        for data in (head,) if head_only else joined(head, body):
-            self.transport.write(data)
-        if not keep_alive:
-            self.transport.close()
+        _put_on_wire(self.transport, head, body, head_only, keep_alive)
         self.on_response_complete()  # (counts the request, arms the idle timer)
         return True
 
@@ -359,13 +356,20 @@ def _write_whole(cycle: _Cycle, head: bytes, body: bytes, head_only: bool) -> No
     cycle.response_started = True
     cycle.waiting_for_100_continue = False
     head_only = head_only or cycle.scope["method"] == "HEAD"  # (a HEAD reply has no body)
-    for data in (head,) if head_only else joined(head, body):
-        cycle.transport.write(data)
     cycle.response_complete = True
     cycle.message_event.set()
-    if not cycle.keep_alive:
-        cycle.transport.close()
+    _put_on_wire(cycle.transport, head, body, head_only, cycle.keep_alive)
     cycle.on_response()
+
+
+def _put_on_wire(
+    transport: Any, head: bytes, body: bytes, head_only: bool, keep_alive: bool
+) -> None:
+    """Write a whole reply (its head alone for HEAD); close the connection unless kept alive."""
+    for data in (head,) if head_only else joined(head, body):
+        transport.write(data)
+    if not keep_alive:
+        transport.close()
 
 
 #: Header lines already found fit for :func:`send_whole` (most replies repeat the same few).
