@@ -21,6 +21,12 @@ A reply's status line and headers wait for its first body bytes and go out with 
 write (uvicorn writes them apart: two system calls per small reply instead of one). A reply
 whose body is already whole skips the two ASGI messages altogether: :func:`send_whole` builds
 its head and writes it with the body, with the cycle left as uvicorn's own ``send`` would.
+
+A read that holds exactly one whole request is first parsed on its own
+(:class:`~aisetl.whole_request.WholeRequestParser`) and offered to an app that can answer it
+at once (:class:`ServesNow`): its answer is written from that read, with no scope, cycle or
+task of uvicorn's. Everything else, and a request whose answer must wait, goes to uvicorn's
+parser as before (the latter with the ASGI app its answer began).
 """
 
 from __future__ import annotations
