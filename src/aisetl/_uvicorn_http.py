@@ -211,8 +211,6 @@ class ParseErrorProtocol(HttpToolsProtocol):
         covers, nothing written)."""
         if reply.stream is not None:
             return False
-        if self.transport.is_closing():  # (the client left: as uvicorn's send, drop it)
-            return True
         body = reply.body
         default = self.server_state.default_headers
         head = _head(reply.status, default, reply.raw_headers(), len(body), keep_alive)
@@ -226,8 +224,6 @@ class ParseErrorProtocol(HttpToolsProtocol):
         if cycle is self.cycle:
             self._adopt_cycle()
         began, self.aisetl_app = self.aisetl_app, None
-        # (a request answered from its read armed the idle timer; the next one is not idle)
-        self._unset_keepalive_if_required()
         super()._start_asgi_task(cycle, app if began is None else began)
 
 

@@ -122,9 +122,7 @@ class ETLApp(FastAPI):
         if not self._etl_only():
             return None
         raw_path, _, query = target.partition(b"?")
-        return self.etl_handler.serve_now(
-            method, raw_path.decode("utf-8", "surrogateescape"), query, headers, body
-        )
+        return self.etl_handler.serve_now(method, _path_text(raw_path), query, headers, body)
 
 
 @dataclass
@@ -350,8 +348,13 @@ class _OnPool:
 
 def _raw_path(scope: Scope) -> str:
     raw = scope.get("raw_path")
-    path: str = raw.decode("utf-8", "surrogateescape") if raw else scope["path"]
+    path: str = _path_text(raw) if raw else scope["path"]
     return path
+
+
+def _path_text(raw_path: bytes) -> str:
+    """A raw (still escaped) request path as text; bytes that are not UTF-8 survive."""
+    return raw_path.decode("utf-8", "surrogateescape")
 
 
 def _request_head(

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import httptools
 
+from aisetl.edge import content_length
+
 
 class NotWhole(Exception):
     """The read is not one whole request this parser takes (raised inside its callbacks)."""
@@ -77,21 +79,20 @@ class WholeRequestParser:
         if parser.should_upgrade() or not self.target.startswith(b"/") or b"#" in self.target:
             raise NotWhole("an upgrade, or a target uvicorn parses")
         for name, value in self.headers:
-            if name == b"expect" or (name == b"content-length" and _over(value, self._room)):
+            if name == b"expect" or (name == b"content-length" and not self._fits(value)):
                 raise NotWhole("100-continue, or a body longer than this read")
         self.method = parser.get_method().decode("ascii")
         self._in_body = True
         # (read here: the parser forgets both once the request is complete)
         self.keep_alive = parser.get_http_version() != "1.0" and bool(parser.should_keep_alive())
 
+    def _fits(self, declared: bytes) -> bool:
+        """Whether a declared length is a valid one that fits in the read being parsed."""
+        length = content_length(declared)
+        return length is not None and length <= self._room
+
     def on_body(self, body: bytes) -> None:
         self.body += body
 
     def on_message_complete(self) -> None:
         self._complete = True
-
-
-def _over(value: bytes, room: int) -> bool:
-    """Whether a declared length cannot fit in a read of ``room`` bytes (or is no number)."""
-    text = value.strip()
-    return not text.isdigit() or int(text) > room
